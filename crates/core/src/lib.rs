@@ -1,0 +1,32 @@
+//! Shared contracts for Rampart's middleware crates.
+//!
+//! Every pattern crate builds on the same four pieces, so that a decision
+//! means the same thing in every layer:
+//!
+//! - [`error`]: [`BoxError`], the error template (small typed, downcastable
+//!   errors with lowercase messages) and [`ConfigError`], which every
+//!   builder's `build()` returns for a refused field.
+//! - [`classify`]: one [`Decision`](classify::Decision) per call outcome
+//!   (success / failure / ignored, and whether and when it may be retried),
+//!   with impls for `Result<T, E>` and HTTP responses.
+//! - [`keyed`]: a bounded map from a request-derived key to a layer
+//!   instance.
+//! - [`metrics`]: the `rampart_<crate>_<what>` naming scheme and shared
+//!   label names.
+//!
+//! ```
+//! use rampart_core::classify::{Classify, HttpClassifier};
+//!
+//! let ok: Result<http::Response<()>, rampart_core::BoxError> =
+//!     Ok(http::Response::builder().status(404).body(()).unwrap());
+//! // A 404 is the server answering correctly: not a failure.
+//! assert!(HttpClassifier::default().classify(&ok).is_success());
+//! ```
+
+pub mod classify;
+pub mod error;
+pub mod keyed;
+pub mod metrics;
+
+pub use classify::{Classify, Decision, Outcome, RetryHint};
+pub use error::{BoxError, ConfigError};
