@@ -210,9 +210,8 @@ pub struct HttpClassifier {
 
 impl<B, E> Classify<http::Response<B>, E> for HttpClassifier {
     fn classify(&self, result: &Result<http::Response<B>, E>) -> Decision {
-        let res = match result {
-            Ok(res) => res,
-            Err(_) => return Decision::failure(),
+        let Ok(res) = result else {
+            return Decision::failure();
         };
         classify_status(res.status(), res.headers())
     }
@@ -248,7 +247,11 @@ pub fn classify_status(status: http::StatusCode, headers: &http::HeaderMap) -> D
 /// `now`. A date in the past means "now" (zero). Malformed values yield
 /// `None`.
 pub fn retry_after(headers: &http::HeaderMap, now: SystemTime) -> Option<Duration> {
-    let value = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let value = headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
     if value.bytes().all(|b| b.is_ascii_digit()) && !value.is_empty() {
         return value.parse::<u64>().ok().map(Duration::from_secs);
     }
@@ -327,7 +330,10 @@ mod tests {
         );
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_000);
         let mut h = http::HeaderMap::new();
-        h.insert("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap());
+        h.insert(
+            "retry-after",
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
         assert_eq!(retry_after(&h, now), Some(Duration::from_secs(480)));
         h.insert("retry-after", "soon".parse().unwrap());
         assert_eq!(retry_after(&h, now), None);

@@ -90,7 +90,10 @@ pub mod validate {
     }
 
     /// A duration must be longer than zero.
-    pub fn non_zero_duration(field: &'static str, value: Duration) -> Result<Duration, ConfigError> {
+    pub fn non_zero_duration(
+        field: &'static str,
+        value: Duration,
+    ) -> Result<Duration, ConfigError> {
         if value.is_zero() {
             Err(ConfigError::new(field, "must be longer than zero"))
         } else {

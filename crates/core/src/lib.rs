@@ -6,11 +6,12 @@
 //! - [`error`]: [`BoxError`], the error template (small typed, downcastable
 //!   errors with lowercase messages) and [`ConfigError`], which every
 //!   builder's `build()` returns for a refused field.
-//! - [`classify`]: one [`Decision`](classify::Decision) per call outcome
+//! - [`classify`]: one [`classify::Decision`] per call outcome
 //!   (success / failure / ignored, and whether and when it may be retried),
 //!   with impls for `Result<T, E>` and HTTP responses.
 //! - [`keyed`]: a bounded map from a request-derived key to a layer
 //!   instance.
+//! - [`duration`]: durations in config files (`"250ms"`, `"10s"`).
 //! - [`metrics`]: the `rampart_<crate>_<what>` naming scheme and shared
 //!   label names.
 //!
@@ -24,6 +25,7 @@
 //! ```
 
 pub mod classify;
+pub mod duration;
 pub mod error;
 pub mod keyed;
 pub mod metrics;
