@@ -121,7 +121,7 @@ impl Shared {
         }
         let clock = || now.unwrap_or_else(|| self.now());
         self.core.record(permit, verdict, slow, &clock, &mut |t| {
-            self.on_transition(t)
+            self.on_transition(t);
         });
         if trial {
             // A trial slot came free: a waiting caller may take it.
