@@ -25,6 +25,8 @@ pub(crate) struct Shared {
     state_tx: watch::Sender<State>,
     pub(crate) config: Mutex<BreakerConfig>,
     metrics: Metrics,
+    /// `name` or `name/key`, for logs.
+    name: Arc<str>,
 }
 
 #[derive(Debug)]
@@ -65,6 +67,13 @@ impl Shared {
             });
         let core = Core::new(config.new_window(), &config.thresholds(), seed);
         let (state_tx, _) = watch::channel(State::Closed);
+        let name: Arc<str> = labels
+            .to_vec()
+            .iter()
+            .map(|l| l.value())
+            .collect::<Vec<_>>()
+            .join("/")
+            .into();
         let metrics = Metrics::new(labels);
         metrics.state.set(0.0);
         Arc::new(Self {
@@ -75,6 +84,7 @@ impl Shared {
             state_tx,
             config: Mutex::new(config.clone()),
             metrics,
+            name,
         })
     }
 
@@ -160,14 +170,8 @@ impl Shared {
         self.notify.notify_waiters();
     }
 
-    pub(crate) fn name(&self) -> String {
-        self.metrics
-            .labels
-            .to_vec()
-            .iter()
-            .map(|l| l.value().to_owned())
-            .collect::<Vec<_>>()
-            .join("/")
+    pub(crate) fn name(&self) -> &str {
+        &self.name
     }
 
     pub(crate) fn subscribe(&self) -> watch::Receiver<State> {
