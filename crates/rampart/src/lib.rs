@@ -1,1 +1,51 @@
-//! placeholder
+//! Rampart: Tower middleware for the patterns that keep distributed
+//! services alive.
+//!
+//! This crate re-exports every Rampart crate behind a feature of the same
+//! name (`full` enables all), so an application depends on one crate:
+//!
+//! ```toml
+//! rampart = { version = "0.1", features = ["breaker", "bulkhead"] }
+//! ```
+//!
+//! | feature | crate | pattern |
+//! |---|---|---|
+//! | (always) | [`core`] | errors, outcome classification, keyed instances, metric names |
+//! | `breaker` | `rampart-breaker` | circuit breaker |
+//! | `bulkhead` | `rampart-bulkhead` | bounded concurrency with a bounded wait |
+//!
+//! A stack: a bulkhead bounds how many calls wait on a dependency, and a
+//! breaker inside it stops calling the dependency while it fails.
+//!
+#![cfg_attr(all(feature = "breaker", feature = "bulkhead"), doc = "```")]
+#![cfg_attr(not(all(feature = "breaker", feature = "bulkhead")), doc = "```ignore")]
+//! use std::time::Duration;
+//! use rampart::breaker::BreakerConfig;
+//! use rampart::bulkhead::BulkheadConfig;
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), rampart::core::BoxError> {
+//! let svc = ServiceBuilder::new()
+//!     .layer(BulkheadConfig::new().max_concurrent(32).build()?)
+//!     .layer(BreakerConfig::new().open_duration(Duration::from_secs(5)).build()?)
+//!     .service(service_fn(|name: &'static str| async move {
+//!         Ok::<_, rampart::core::BoxError>(format!("hello, {name}"))
+//!     }));
+//! assert_eq!(svc.oneshot("rampart").await?, "hello, rampart");
+//! # Ok(()) }
+//! ```
+
+pub use rampart_core as core;
+
+#[cfg(feature = "breaker")]
+pub use rampart_breaker as breaker;
+
+#[cfg(feature = "bulkhead")]
+pub use rampart_bulkhead as bulkhead;
+
+/// The README's examples, compiled and run as doctests so the README
+/// cannot drift from the code.
+#[cfg(all(doctest, feature = "breaker", feature = "bulkhead"))]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
