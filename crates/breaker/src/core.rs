@@ -283,10 +283,10 @@ impl Core {
         self.slow_nanos.load(Ordering::Relaxed)
     }
 
-    /// `true` when recording an outcome needs the time.
+    /// `true` when calls must be timed (slow-call detection is on).
     #[inline]
-    pub fn needs_clock(&self) -> bool {
-        self.window.needs_clock() || self.slow_nanos() != 0
+    pub fn times_calls(&self) -> bool {
+        self.slow_nanos() != 0
     }
 
     /// Calls rejected so far.
@@ -366,6 +366,7 @@ impl Core {
 
     /// `Some(true)` when a trial slot was taken, `Some(false)` when all are
     /// taken, `None` when the half-open period ended meanwhile.
+    #[inline]
     fn admit_trial(&self, epoch: u32) -> Option<bool> {
         let k = u64::from(self.half_open_calls.load(Ordering::Relaxed));
         let mut h = self.half.load(Ordering::Acquire);
@@ -412,6 +413,7 @@ impl Core {
         }
     }
 
+    #[inline]
     fn record_normal(
         &self,
         epoch: u32,
@@ -449,6 +451,9 @@ impl Core {
 
     #[inline]
     fn should_trip(&self, counts: Counts, consecutive: u32) -> bool {
+        if counts.failures == 0 && counts.slow == 0 {
+            return false; // nothing to trip on: the common case, no math
+        }
         let in_a_row = self.consecutive_failures.load(Ordering::Relaxed);
         if in_a_row != 0 && consecutive >= in_a_row {
             return true;

@@ -20,7 +20,6 @@ pin_project! {
     pub struct ResponseFuture<Fut, C, T> {
         #[pin]
         kind: Kind<Fut, T>,
-        guard: Option<Guard>,
         classifier: C,
     }
 }
@@ -28,7 +27,7 @@ pin_project! {
 pin_project! {
     #[project = KindProj]
     enum Kind<Fut, T> {
-        Called { #[pin] fut: Fut },
+        Called { #[pin] fut: Fut, guard: Option<Guard> },
         Answered { result: Option<Result<T, BoxError>> },
     }
 }
@@ -36,6 +35,7 @@ pin_project! {
 impl<Fut, C, T> ResponseFuture<Fut, C, T> {
     /// Admits or refuses a call: calls `inner` with `permit`, or answers
     /// from `fallback`.
+    #[inline]
     pub(crate) fn start<S, Req, F>(
         shared: &Arc<Shared>,
         permit: Result<Permit, crate::BreakerOpen>,
@@ -51,7 +51,11 @@ impl<Fut, C, T> ResponseFuture<Fut, C, T> {
     {
         match permit {
             Ok(permit) => {
-                let started = shared.core.needs_clock().then(|| shared.now());
+                let started = if shared.core.times_calls() {
+                    shared.now()
+                } else {
+                    UNTIMED
+                };
                 let guard = Guard {
                     shared: Arc::clone(shared),
                     permit: Some(permit),
@@ -60,8 +64,8 @@ impl<Fut, C, T> ResponseFuture<Fut, C, T> {
                 Self {
                     kind: Kind::Called {
                         fut: inner.call(req),
+                        guard: Some(guard),
                     },
-                    guard: Some(guard),
                     classifier: classifier.clone(),
                 }
             }
@@ -69,7 +73,6 @@ impl<Fut, C, T> ResponseFuture<Fut, C, T> {
                 kind: Kind::Answered {
                     result: Some(fallback.fallback(req, open)),
                 },
-                guard: None,
                 classifier: classifier.clone(),
             },
         }
@@ -87,9 +90,9 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         match this.kind.project() {
-            KindProj::Called { fut } => {
+            KindProj::Called { fut, guard } => {
                 let result = ready!(fut.poll(cx));
-                if let Some(guard) = this.guard.take() {
+                if let Some(guard) = guard.take() {
                     let verdict = match this.classifier.classify(&result).outcome {
                         Outcome::Success => Verdict::Success,
                         Outcome::Failure => Verdict::Failure,
@@ -110,8 +113,9 @@ where
 
 impl<Fut, C, T> fmt::Debug for ResponseFuture<Fut, C, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let admitted = matches!(self.kind, Kind::Called { .. });
         f.debug_struct("ResponseFuture")
-            .field("admitted", &self.guard.is_some())
+            .field("admitted", &admitted)
             .finish()
     }
 }
@@ -126,10 +130,15 @@ impl<Fut, C, T> fmt::Debug for ResponseFuture<Fut, C, T> {
 pub(crate) struct Guard {
     shared: Arc<Shared>,
     permit: Option<Permit>,
-    started: Option<u64>,
+    /// When the call started on the breaker's clock, or [`UNTIMED`].
+    started: u64,
 }
 
+/// `Guard::started` of a call the breaker does not time.
+pub(crate) const UNTIMED: u64 = u64::MAX;
+
 impl Guard {
+    #[inline]
     pub(crate) fn finish(mut self, verdict: Verdict) {
         if let Some(permit) = self.permit.take() {
             self.shared.record(permit, verdict, self.started);

@@ -14,7 +14,7 @@ use tower_service::Service;
 use crate::config::RejectMode;
 use crate::core::{Permit, Verdict};
 use crate::fallback::Fallback;
-use crate::future::ResponseFuture;
+use crate::future::{ResponseFuture, UNTIMED};
 use crate::shared::Shared;
 
 /// A service guarded by a circuit breaker; made by
@@ -154,7 +154,7 @@ impl<S: Clone, C: Clone, F: Clone> Clone for Breaker<S, C, F> {
 impl<S, C, F> Drop for Breaker<S, C, F> {
     fn drop(&mut self) {
         if let Some(permit) = self.reserved.take() {
-            self.shared.record(permit, Verdict::Ignored, None);
+            self.shared.record(permit, Verdict::Ignored, UNTIMED);
         }
     }
 }

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use crate::config::{BreakerConfig, RejectMode};
 use crate::core::{Core, Permit, State, Transition, Verdict};
 use crate::error::BreakerOpen;
+use crate::future::UNTIMED;
 use crate::sync::Mutex;
 
 #[derive(Debug)]
@@ -108,17 +109,19 @@ impl Shared {
             })
     }
 
-    /// Records a finished call. `started` is when it started, if the
-    /// breaker needed the time then.
+    /// Records a finished call. `started` is when it started if the
+    /// breaker times calls, else [`UNTIMED`]; the clock is read again only
+    /// if needed.
     #[inline]
-    pub(crate) fn record(&self, permit: Permit, verdict: Verdict, started: Option<u64>) {
+    pub(crate) fn record(&self, permit: Permit, verdict: Verdict, started: u64) {
+        let started = (started != UNTIMED).then_some(started);
         if permit.is_untracked() {
             return;
         }
         let trial = permit.is_trial();
         let now = started.map(|_| self.now());
         let slow_nanos = self.core.slow_nanos();
-        let slow = verdict == Verdict::Success
+        let slow = verdict != Verdict::Ignored
             && slow_nanos != 0
             && matches!((started, now), (Some(s), Some(n)) if n.saturating_sub(s) >= slow_nanos);
         match verdict {

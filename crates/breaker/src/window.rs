@@ -133,17 +133,28 @@ impl CountWindow {
         }
     }
 
+    #[inline]
     fn record(&self, failure: bool, slow: bool) -> Counts {
+        // The write index advances by a plain load and store, not a
+        // read-modify-write: two racing writers may pick the same slot, and
+        // then one outcome replaces the other (the window briefly holds
+        // one call fewer). The totals still equal the slots, because slots
+        // change only by swaps whose exact delta is applied. Exact when
+        // calls do not race; a proptest checks it against a recount.
         let len = self.slots.len() as u32;
-        let i = match self
-            .next
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |i| {
-                Some(if i + 1 >= len { 0 } else { i + 1 })
-            }) {
-            Ok(i) | Err(i) => i,
-        };
+        let i = self.next.load(Ordering::Relaxed);
+        let i = if i < len { i } else { 0 };
+        self.next
+            .store(if i + 1 >= len { 0 } else { i + 1 }, Ordering::Relaxed);
         let new = OCCUPIED | if failure { FAILED } else { 0 } | if slow { SLOW } else { 0 };
-        let old = self.slots[i as usize].swap(new, Ordering::Relaxed);
+        let slot = &self.slots[i as usize];
+        // Steady state rewrites a slot with the value it holds: a load is
+        // enough. (Another writer can own the same slot only if the whole
+        // window wrapped meanwhile; the totals stay equal to the slots.)
+        if slot.load(Ordering::Relaxed) == new {
+            return self.counts();
+        }
+        let old = slot.swap(new, Ordering::Relaxed);
         if old != new {
             self.apply(new, true);
             self.apply(old, false);

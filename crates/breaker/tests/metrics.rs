@@ -95,7 +95,8 @@ fn reports_calls_rejections_state_and_transitions() {
         c("rampart_breaker_calls_total{name=inventory,outcome=rejected}"),
         1
     );
-    assert_eq!(c("rampart_breaker_slow_calls_total{name=inventory}"), 1);
+    // every call took 150 ms ≥ 100 ms: slow, failed or not
+    assert_eq!(c("rampart_breaker_slow_calls_total{name=inventory}"), 4);
     assert_eq!(
         c("rampart_breaker_transitions_total{name=inventory,state=open}"),
         1

@@ -39,14 +39,11 @@ pin_project! {
     where
         S: Service<Req>,
     {
-        // Queued for a permit, with the readied inner service and the
-        // request, until the permit comes or `sleep` fires.
+        // Queued for a permit, until the permit comes or the max wait
+        // ends. Boxed: only calls that wait pay for it, and the future of
+        // the common case stays small.
         Waiting {
-            service: Option<S>,
-            request: Option<Req>,
-            waiting: Waiting,
-            #[pin]
-            sleep: Sleep,
+            wait: Pin<Box<Wait<S, Req>>>,
         },
         // Holding a permit, driving the inner future.
         Called {
@@ -58,6 +55,19 @@ pin_project! {
             error: Option<BulkheadFull>,
         },
         Done,
+    }
+}
+
+pin_project! {
+    /// A queued call: the readied inner service, the request, its place in
+    /// the queue and the max-wait timer.
+    #[project = WaitProj]
+    struct Wait<S, Req> {
+        service: Option<S>,
+        request: Option<Req>,
+        waiting: Waiting,
+        #[pin]
+        sleep: Sleep,
     }
 }
 
@@ -80,10 +90,12 @@ where
             Start::Wait(waiting) => {
                 let fresh = service.clone();
                 State::Waiting {
-                    service: Some(std::mem::replace(service, fresh)),
-                    request: Some(request),
-                    waiting,
-                    sleep: tokio::time::sleep(shared.max_wait()),
+                    wait: Box::pin(Wait {
+                        service: Some(std::mem::replace(service, fresh)),
+                        request: Some(request),
+                        waiting,
+                        sleep: tokio::time::sleep(shared.max_wait()),
+                    }),
                 }
             }
             Start::Rejected(error) => State::Rejected { error: Some(error) },
@@ -104,12 +116,13 @@ where
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
-                StateProj::Waiting {
-                    service,
-                    request,
-                    waiting,
-                    sleep,
-                } => {
+                StateProj::Waiting { wait } => {
+                    let WaitProj {
+                        service,
+                        request,
+                        waiting,
+                        sleep,
+                    } = wait.as_mut().project();
                     let permit = if sleep.poll(cx).is_ready() {
                         // Time is up, but a permit granted meanwhile (even
                         // at this very moment) is still taken.

@@ -39,8 +39,6 @@ pub struct Snapshot {
     pub in_flight: usize,
     /// Calls queued for a permit.
     pub queued: usize,
-    /// Calls admitted since the bulkhead was built.
-    pub admitted: u64,
     /// Calls rejected with [`BulkheadFull`](crate::BulkheadFull) since the
     /// bulkhead was built.
     pub rejected: u64,
@@ -98,11 +96,6 @@ impl Handle {
         self.max_concurrent().saturating_sub(self.in_flight())
     }
 
-    /// Calls admitted since the bulkhead was built.
-    pub fn admitted(&self) -> u64 {
-        self.shared.admitted()
-    }
-
     /// Calls rejected with [`BulkheadFull`](crate::BulkheadFull) since the
     /// bulkhead was built.
     pub fn rejected(&self) -> u64 {
@@ -115,7 +108,6 @@ impl Handle {
             max_concurrent: self.max_concurrent(),
             in_flight: self.in_flight(),
             queued: self.queued(),
-            admitted: self.admitted(),
             rejected: self.rejected(),
         }
     }

@@ -28,7 +28,7 @@
 //!     Err(e) => return Err(e),
 //! }
 //! assert_eq!(handle.in_flight(), 0);
-//! assert_eq!(handle.admitted(), 1);
+//! assert_eq!(handle.rejected(), 0);
 //! # Ok(())
 //! # }
 //! ```

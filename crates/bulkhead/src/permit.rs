@@ -29,7 +29,6 @@ pub(crate) struct Shared {
     max_wait: Duration,
     max_queued: usize,
     name: String,
-    admitted: AtomicU64,
     rejected: AtomicU64,
     metrics: Metrics,
 }
@@ -86,7 +85,6 @@ impl Shared {
             max_wait: limits.max_wait,
             max_queued: limits.max_queued,
             name: name.to_owned(),
-            admitted: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             metrics,
         }
@@ -164,10 +162,6 @@ impl Shared {
         self.core.queued()
     }
 
-    pub(crate) fn admitted(&self) -> u64 {
-        self.admitted.load(Relaxed)
-    }
-
     pub(crate) fn rejected(&self) -> u64 {
         self.rejected.load(Relaxed)
     }
@@ -199,7 +193,6 @@ pub struct Permit {
 
 impl Permit {
     fn new(shared: Arc<Shared>) -> Self {
-        shared.admitted.fetch_add(1, Relaxed);
         shared.metrics.admitted.increment(1);
         shared.metrics.in_flight.increment(1.0);
         Self { shared }

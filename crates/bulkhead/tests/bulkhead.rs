@@ -66,7 +66,7 @@ async fn admits_up_to_the_limit_then_rejects_at_once() {
     assert_eq!(assert_ready_ok!(b.poll()), "B");
     // "c" never reached the inner service
     assert_pending!(inner.poll_request());
-    assert_eq!((h.in_flight(), h.admitted(), h.rejected()), (0, 2, 1));
+    assert_eq!((h.in_flight(), h.rejected()), (0, 1));
 
     // capacity is back
     assert_ready_ok!(svc.poll_ready());
@@ -147,7 +147,7 @@ async fn queued_call_is_admitted_when_a_permit_is_released() {
 
     assert_request_eq!(inner, "b").send_response("B");
     assert_eq!(assert_ready_ok!(b.poll()), "B");
-    assert_eq!((h.in_flight(), h.admitted(), h.rejected()), (0, 2, 0));
+    assert_eq!((h.in_flight(), h.rejected()), (0, 0));
 }
 
 #[tokio::test(start_paused = true)]
@@ -331,7 +331,6 @@ async fn a_panicking_call_releases_the_permit() {
     }));
     assert!(caught.is_err());
     assert_eq!(h.in_flight(), 0);
-    assert_eq!(h.admitted(), 1);
 }
 
 #[tokio::test(start_paused = true)]

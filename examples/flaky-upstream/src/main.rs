@@ -146,11 +146,10 @@ async fn main() -> Result<(), BoxError> {
         get(&tally.upstream_calls)
     );
     println!(
-        "breaker now {} (window: {} calls, {:.0}% failed); bulkhead admitted {}, rejected {}",
+        "breaker now {} (window: {} calls, {:.0}% failed); bulkhead rejected {}",
         m.state,
         m.calls,
         m.failure_rate * 100.0,
-        bulkhead_handle.admitted(),
         bulkhead_handle.rejected(),
     );
     println!(
