@@ -366,6 +366,7 @@ impl Core {
 
     /// `Some(true)` when a trial slot was taken, `Some(false)` when all are
     /// taken, `None` when the half-open period ended meanwhile.
+    #[inline]
     fn admit_trial(&self, epoch: u32) -> Option<bool> {
         let k = u64::from(self.half_open_calls.load(Ordering::Relaxed));
         let mut h = self.half.load(Ordering::Acquire);
@@ -412,6 +413,7 @@ impl Core {
         }
     }
 
+    #[inline]
     fn record_normal(
         &self,
         epoch: u32,

@@ -35,6 +35,7 @@ pin_project! {
 impl<Fut, C, T> ResponseFuture<Fut, C, T> {
     /// Admits or refuses a call: calls `inner` with `permit`, or answers
     /// from `fallback`.
+    #[inline]
     pub(crate) fn start<S, Req, F>(
         shared: &Arc<Shared>,
         permit: Result<Permit, crate::BreakerOpen>,
@@ -137,6 +138,7 @@ pub(crate) struct Guard {
 pub(crate) const UNTIMED: u64 = u64::MAX;
 
 impl Guard {
+    #[inline]
     pub(crate) fn finish(mut self, verdict: Verdict) {
         if let Some(permit) = self.permit.take() {
             self.shared.record(permit, verdict, self.started);

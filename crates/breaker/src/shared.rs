@@ -112,6 +112,7 @@ impl Shared {
     /// Records a finished call. `started` is when it started if the
     /// breaker times calls, else [`UNTIMED`]; the clock is read again only
     /// if needed.
+    #[inline]
     pub(crate) fn record(&self, permit: Permit, verdict: Verdict, started: u64) {
         let started = (started != UNTIMED).then_some(started);
         if permit.is_untracked() {

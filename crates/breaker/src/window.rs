@@ -133,6 +133,7 @@ impl CountWindow {
         }
     }
 
+    #[inline]
     fn record(&self, failure: bool, slow: bool) -> Counts {
         // The write index advances by a plain load and store, not a
         // read-modify-write: two racing writers may pick the same slot, and
