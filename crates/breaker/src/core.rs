@@ -306,6 +306,17 @@ impl Core {
             .then(|| self.open_until.load(Ordering::Relaxed).saturating_sub(now))
     }
 
+    /// The common case of [`Core::acquire`]: a permit when closed (or
+    /// metrics-only), from one atomic load; `None` otherwise.
+    #[inline]
+    pub fn try_closed(&self) -> Option<Permit> {
+        let w = self.word.load(Ordering::Acquire);
+        matches!(state_of(w), State::Closed | State::MetricsOnly).then(|| Permit {
+            epoch: epoch_of(w),
+            kind: PermitKind::Normal,
+        })
+    }
+
     /// Asks to make one call. `clock` is read only when the state needs the
     /// time; `on` hears of every transition this call caused.
     #[inline]

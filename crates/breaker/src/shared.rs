@@ -97,6 +97,14 @@ impl Shared {
 
     #[inline]
     pub(crate) fn acquire(&self) -> Result<Permit, BreakerOpen> {
+        if let Some(permit) = self.core.try_closed() {
+            return Ok(permit);
+        }
+        self.acquire_slow()
+    }
+
+    #[inline(never)]
+    fn acquire_slow(&self) -> Result<Permit, BreakerOpen> {
         self.core
             .acquire(&|| self.now(), &mut |t| self.on_transition(t))
             .map_err(|r| {

@@ -81,6 +81,16 @@ where
     /// to wait, the readied `service` moves into the future and a clone
     /// takes its place (tower's pattern for calls that complete later).
     pub(crate) fn start(shared: &Arc<Shared>, service: &mut S, request: Req, policy: P) -> Self {
+        if let Some(permit) = shared.try_admit() {
+            return Self {
+                state: State::Called {
+                    // `permit` is dropped if `call` panics.
+                    future: service.call(request),
+                    permit: Some(permit),
+                },
+                policy,
+            };
+        }
         let state = match shared.start() {
             Start::Admitted(permit) => State::Called {
                 // `permit` is dropped if `call` panics.

@@ -90,6 +90,15 @@ impl Shared {
         }
     }
 
+    /// A permit if one is free: one CAS, no lock, no allocation. Returns
+    /// in a register, so the common case moves no larger value around.
+    #[inline]
+    pub(crate) fn try_admit(self: &Arc<Self>) -> Option<Permit> {
+        self.core
+            .try_acquire()
+            .then(|| Permit::new(Arc::clone(self)))
+    }
+
     /// Starts a call: a permit at once (one CAS, no lock, no allocation), a
     /// place in the queue, or a rejection.
     pub(crate) fn start(self: &Arc<Self>) -> Start {
