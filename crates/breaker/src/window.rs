@@ -106,6 +106,13 @@ fn add(a: &AtomicU64, v: u64) {
 
 // === impl CountWindow ===
 
+/// The write index, alone on its cache lines (128 bytes: a line and its
+/// prefetched neighbour). Next to the totals it cost ~13 ns per call here
+/// (measured with `benches/examples`), apart it costs ~1 ns.
+#[derive(Debug)]
+#[repr(align(128))]
+struct Padded(AtomicU32);
+
 const OCCUPIED: u8 = 0b001;
 const FAILED: u8 = 0b010;
 const SLOW: u8 = 0b100;
@@ -114,7 +121,7 @@ const SLOW: u8 = 0b100;
 #[derive(Debug)]
 pub struct CountWindow {
     slots: Box<[AtomicU8]>,
-    next: AtomicU32,
+    next: Padded,
     calls: AtomicU64,
     failures: AtomicU64,
     slow: AtomicU64,
@@ -126,7 +133,7 @@ impl CountWindow {
         let size = size.max(1);
         Self {
             slots: (0..size).map(|_| AtomicU8::new(0)).collect(),
-            next: AtomicU32::new(0),
+            next: Padded(AtomicU32::new(0)),
             calls: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             slow: AtomicU64::new(0),
@@ -142,9 +149,10 @@ impl CountWindow {
         // change only by swaps whose exact delta is applied. Exact when
         // calls do not race; a proptest checks it against a recount.
         let len = self.slots.len() as u32;
-        let i = self.next.load(Ordering::Relaxed);
+        let i = self.next.0.load(Ordering::Relaxed);
         let i = if i < len { i } else { 0 };
         self.next
+            .0
             .store(if i + 1 >= len { 0 } else { i + 1 }, Ordering::Relaxed);
         let new = OCCUPIED | if failure { FAILED } else { 0 } | if slow { SLOW } else { 0 };
         let slot = &self.slots[i as usize];

@@ -45,9 +45,16 @@ const ONE: usize = 2;
 pub const MAX_PERMITS: usize = usize::MAX >> 2;
 
 /// Bounded permits with a FIFO queue of waiters.
+/// An atomic alone on its cache lines (128 bytes: a line and the neighbour
+/// the prefetcher pairs with it).
+#[derive(Debug)]
+#[repr(align(128))]
+struct Padded(AtomicUsize);
+
 pub struct Core {
-    /// `in_flight << 1 | WAITERS`.
-    state: AtomicUsize,
+    /// `in_flight << 1 | WAITERS`, alone on its cache lines: it is written
+    /// by every call.
+    state: Padded,
     /// The most permits handed out at once.
     limit: AtomicUsize,
     /// Length of `waiters`, readable without the lock.
@@ -82,7 +89,7 @@ impl Core {
     /// A core handing out at most `limit` permits at once.
     pub fn new(limit: usize) -> Self {
         Self {
-            state: AtomicUsize::new(0),
+            state: Padded(AtomicUsize::new(0)),
             limit: AtomicUsize::new(limit.min(MAX_PERMITS)),
             queued: AtomicUsize::new(0),
             waiters: Mutex::new(VecDeque::new()),
@@ -97,7 +104,7 @@ impl Core {
     /// Permits in use, including those granted to waiters that have not yet
     /// noticed.
     pub fn in_flight(&self) -> usize {
-        self.state.load(Acquire) >> 1
+        self.state.0.load(Acquire) >> 1
     }
 
     /// Waiters in the queue.
@@ -117,12 +124,16 @@ impl Core {
     /// `overtake` is set (used under the lock, on behalf of the front
     /// waiter).
     fn acquire(&self, overtake: bool) -> bool {
-        let mut cur = self.state.load(Acquire);
+        let mut cur = self.state.0.load(Acquire);
         loop {
             if (!overtake && cur & WAITERS != 0) || cur >> 1 >= self.limit.load(Acquire) {
                 return false;
             }
-            match self.state.compare_exchange(cur, cur + ONE, AcqRel, Acquire) {
+            match self
+                .state
+                .0
+                .compare_exchange(cur, cur + ONE, AcqRel, Acquire)
+            {
                 Ok(_) => return true,
                 Err(actual) => cur = actual,
             }
@@ -150,7 +161,7 @@ impl Core {
                 queue.push_back(waiter.clone());
                 // From here on every release takes the lock and grants; a
                 // release that came before is visible to the grant below.
-                self.state.fetch_or(WAITERS, AcqRel);
+                self.state.0.fetch_or(WAITERS, AcqRel);
                 self.grant_locked(&mut queue, &mut wake);
                 if lock(&waiter.slot).granted {
                     Entry::Admitted
@@ -185,7 +196,7 @@ impl Core {
 
     /// Returns one permit, granting it to the front waiter if any.
     pub fn release(&self) {
-        let prev = self.state.fetch_sub(ONE, AcqRel);
+        let prev = self.state.0.fetch_sub(ONE, AcqRel);
         debug_assert!(prev >> 1 > 0, "released more permits than acquired");
         if prev & WAITERS != 0 {
             self.grant();
@@ -224,7 +235,7 @@ impl Core {
         }
         self.queued.store(queue.len(), Relaxed);
         if queue.is_empty() {
-            self.state.fetch_and(!WAITERS, AcqRel);
+            self.state.0.fetch_and(!WAITERS, AcqRel);
         }
     }
 }
@@ -430,7 +441,7 @@ mod tests {
                 if core.queued() > 0 {
                     prop_assert!(core.in_flight() >= core.limit(), "a waiter is stuck behind a free permit");
                 }
-                prop_assert_eq!(core.state.load(Relaxed) & WAITERS != 0, core.queued() > 0);
+                prop_assert_eq!(core.state.0.load(Relaxed) & WAITERS != 0, core.queued() > 0);
             }
             for w in waiting.drain(..) {
                 if core.cancel(&w) { core.release(); }
