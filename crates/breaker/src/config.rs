@@ -128,7 +128,9 @@ impl BreakerConfig {
         self
     }
 
-    /// Judge the last `size` calls. Defaults to a count window of 100.
+    /// Judge the last `size` calls (1–1,000,000; at least
+    /// [`minimum_calls`](Self::minimum_calls)). Defaults to a count window
+    /// of 100.
     pub fn count_window(mut self, size: u32) -> Self {
         self.window = WindowConfig::Count { size };
         self
@@ -233,6 +235,15 @@ impl BreakerConfig {
         match self.window {
             WindowConfig::Count { size } => {
                 validate::non_zero("window.size", size)?;
+                validate::at_most("window.size", u64::from(size), 1_000_000)?;
+                if self.minimum_calls > size {
+                    return Err(ConfigError::new(
+                        "minimum_calls",
+                        format!(
+                            "must not exceed the count window's size ({size}), or the rates could never trip"
+                        ),
+                    ));
+                }
             }
             WindowConfig::Time { length, buckets } => {
                 validate::non_zero_duration("window.length", length)?;

@@ -108,6 +108,7 @@ async fn stays_closed_below_the_failure_rate() {
 #[tokio::test(start_paused = true)]
 async fn trips_on_consecutive_failures() {
     let layer = base()
+        .count_window(100)
         .minimum_calls(100)
         .consecutive_failures(3)
         .build()
@@ -620,6 +621,11 @@ fn invalid_config_names_the_field() {
             "slow_call_duration",
         ),
         (BreakerConfig::new().count_window(0), "window.size"),
+        (BreakerConfig::new().count_window(2_000_000), "window.size"),
+        (
+            BreakerConfig::new().count_window(10).minimum_calls(11),
+            "minimum_calls",
+        ),
         (
             BreakerConfig::new().time_window(Duration::ZERO, 10),
             "window.length",
