@@ -295,6 +295,24 @@ impl BreakerConfig {
         Ok(())
     }
 
+    /// Checks that `next` is valid and changes only what a running breaker
+    /// can change: not the window's shape, the reject mode or the name.
+    pub(crate) fn check_live_change(&self, next: &BreakerConfig) -> Result<(), ConfigError> {
+        next.validate()?;
+        let fixed = [
+            ("window", self.window != next.window),
+            ("reject_mode", self.reject_mode != next.reject_mode),
+            ("name", self.name != next.name),
+        ];
+        match fixed.into_iter().find(|(_, changed)| *changed) {
+            Some((field, _)) => Err(ConfigError::new(
+                field,
+                "cannot change on a running breaker; build a new layer",
+            )),
+            None => Ok(()),
+        }
+    }
+
     pub(crate) fn thresholds(&self) -> Thresholds {
         let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         Thresholds {

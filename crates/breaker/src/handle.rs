@@ -101,26 +101,8 @@ impl Handle {
     /// the running breaker. The window's shape, the reject mode and the
     /// name cannot change on a running breaker: build a new layer for that.
     pub fn reconfigure(&self, config: &BreakerConfig) -> Result<(), ConfigError> {
-        config.validate()?;
         let mut current = lock(&self.shared.config);
-        if config.window != current.window {
-            return Err(ConfigError::new(
-                "window",
-                "cannot change on a running breaker; build a new layer",
-            ));
-        }
-        if config.reject_mode != current.reject_mode {
-            return Err(ConfigError::new(
-                "reject_mode",
-                "cannot change on a running breaker; build a new layer",
-            ));
-        }
-        if config.name != current.name {
-            return Err(ConfigError::new(
-                "name",
-                "cannot change on a running breaker; build a new layer",
-            ));
-        }
+        current.check_live_change(config)?;
         self.shared.core.set_thresholds(&config.thresholds());
         *current = config.clone();
         Ok(())

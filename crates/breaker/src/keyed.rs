@@ -17,6 +17,7 @@ use crate::fallback::{Fallback, FallbackFn, NoFallback};
 use crate::future::ResponseFuture;
 use crate::handle::Handle;
 use crate::shared::Shared;
+use crate::sync::{Mutex, lock};
 
 /// Wraps services in one breaker per key, the key computed from each
 /// request by `KF: Fn(&Req) -> K`.
@@ -46,7 +47,9 @@ pub struct KeyedBreakerLayer<K, KF, C = ResultClassifier, F = NoFallback> {
 }
 
 struct KeyedInner<K, KF> {
-    config: BreakerConfig,
+    /// The configuration new breakers are built with; changed by
+    /// [`KeyedHandle::reconfigure`].
+    config: Mutex<BreakerConfig>,
     labels: InstanceLabels,
     map: KeyedMap<K, Arc<Shared>>,
     key_fn: KF,
@@ -75,7 +78,7 @@ impl BreakerConfig {
         Ok(KeyedBreakerLayer {
             inner: Arc::new(KeyedInner {
                 labels: InstanceLabels::new(self.name.clone()),
-                config: self,
+                config: Mutex::new(self),
                 map: KeyedMap::new(keys),
                 key_fn,
             }),
@@ -105,9 +108,14 @@ impl<K, KF, C, F> KeyedBreakerLayer<K, KF, C, F> {
     }
 
     /// A handle on every keyed breaker.
-    pub fn handle(&self) -> KeyedHandle<K> {
+    pub fn handle(&self) -> KeyedHandle<K>
+    where
+        K: Send + Sync + 'static,
+        KF: Send + Sync + 'static,
+    {
         KeyedHandle {
             map: self.inner.map.clone(),
+            config: Arc::clone(&self.inner) as Arc<dyn KeyedConfigSlot>,
         }
     }
 }
@@ -125,7 +133,7 @@ impl<K, KF, C: Clone, F: Clone> Clone for KeyedBreakerLayer<K, KF, C, F> {
 impl<K, KF, C, F> fmt::Debug for KeyedBreakerLayer<K, KF, C, F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyedBreakerLayer")
-            .field("config", &self.inner.config)
+            .field("config", &*lock(&self.inner.config))
             .field("breakers", &self.inner.map)
             .finish()
     }
@@ -192,7 +200,7 @@ where
                 let labels = keyed.labels.with_key(key.to_string());
                 keyed
                     .map
-                    .get_or_insert_with(key, || Shared::new(&keyed.config, labels))
+                    .get_or_insert_with(key, || Shared::new(&lock(&keyed.config), labels))
             }
         };
         let permit = shared.acquire();
@@ -208,9 +216,33 @@ where
 }
 
 /// A handle on the breakers of a [`KeyedBreakerLayer`].
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct KeyedHandle<K> {
     map: KeyedMap<K, Arc<Shared>>,
+    config: Arc<dyn KeyedConfigSlot>,
+}
+
+/// The layer's configuration, reached from a handle without its key
+/// function's type.
+trait KeyedConfigSlot: Send + Sync {
+    fn slot(&self) -> &Mutex<BreakerConfig>;
+}
+
+impl<K, KF: Send + Sync> KeyedConfigSlot for KeyedInner<K, KF>
+where
+    K: Send + Sync + 'static,
+{
+    fn slot(&self) -> &Mutex<BreakerConfig> {
+        &self.config
+    }
+}
+
+impl<K> fmt::Debug for KeyedHandle<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedHandle")
+            .field("breakers", &self.map)
+            .finish()
+    }
 }
 
 impl<K> KeyedHandle<K>
@@ -229,5 +261,18 @@ where
             .into_iter()
             .map(|(k, s)| (k, Handle::new(s)))
             .collect()
+    }
+
+    /// Applies `config`'s thresholds to every live breaker and to those
+    /// created from now on (see [`Handle::reconfigure`] for what may
+    /// change). Nothing changes if any breaker refuses it.
+    pub fn reconfigure(&self, config: &BreakerConfig) -> Result<(), ConfigError> {
+        let mut current = lock(self.config.slot());
+        current.check_live_change(config)?;
+        for (_, shared) in self.map.entries() {
+            Handle::new(shared).reconfigure(config)?;
+        }
+        *current = config.clone();
+        Ok(())
     }
 }

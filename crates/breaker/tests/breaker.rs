@@ -565,10 +565,7 @@ async fn reconfigure_changes_thresholds_live() {
         .reconfigure(&base().failure_rate_threshold(2.0))
         .unwrap_err();
     assert_eq!(err.field(), "failure_rate_threshold");
-    assert_eq!(
-        h.config().failure_rate_threshold(0.7),
-        base().failure_rate_threshold(0.7)
-    );
+    assert_eq!(h.config(), base().failure_rate_threshold(0.7));
 }
 
 #[tokio::test(start_paused = true)]
@@ -590,6 +587,34 @@ async fn keyed_breakers_are_independent() {
     assert_eq!(keys.get(&"b").unwrap().state(), State::Closed);
     assert_eq!(keys.entries().len(), 2);
     assert!(keys.get(&"c").is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn keyed_reconfigure_reaches_live_and_new_breakers() {
+    let layer = base()
+        .build_keyed(|c: &(&'static str, Call)| c.0, KeyedConfig::default())
+        .unwrap();
+    let keys = layer.handle();
+    let mut svc = layer.layer(service_fn(|(_, c): (&'static str, Call)| async move {
+        if c.fail { Err("boom") } else { Ok(()) }
+    }));
+    svc.ready().await.unwrap().call(("a", OK)).await.unwrap();
+    keys.reconfigure(&base().failure_rate_threshold(0.9))
+        .unwrap();
+    for key in ["a", "b"] {
+        for c in [FAIL, FAIL, FAIL, OK] {
+            let _ = svc.ready().await.unwrap().call((key, c)).await;
+        }
+    }
+    // "a": 3 of 5 failed (60%); "b", created after: 3 of 4 (75%); both < 90%.
+    assert_eq!(keys.get(&"a").unwrap().state(), State::Closed);
+    assert_eq!(keys.get(&"b").unwrap().state(), State::Closed);
+    assert_eq!(
+        keys.get(&"b").unwrap().config(),
+        base().failure_rate_threshold(0.9)
+    );
+    let err = keys.reconfigure(&base().count_window(50)).unwrap_err();
+    assert_eq!(err.field(), "window");
 }
 
 #[test]
