@@ -289,7 +289,7 @@ impl Core {
         self.slow_nanos() != 0
     }
 
-    /// Calls rejected so far.
+    /// Calls rejected so far (see [`Core::note_rejected`]).
     pub fn rejected(&self) -> u64 {
         self.rejected.load(Ordering::Relaxed)
     }
@@ -401,8 +401,12 @@ impl Core {
     }
 
     fn reject(&self, state: State, retry_in: Option<u64>) -> Rejection {
-        self.rejected.fetch_add(1, Ordering::Relaxed);
         Rejection { state, retry_in }
+    }
+
+    /// Counts a refused call (not a caller waiting in `poll_ready`).
+    pub fn note_rejected(&self) {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Records how a call admitted by `permit` ended. `slow` says whether

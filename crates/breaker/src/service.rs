@@ -72,7 +72,7 @@ impl<S, C, F> Breaker<S, C, F> {
                 notified: Box::pin(Arc::clone(&self.shared.notify).notified_owned()),
                 sleep: None,
             });
-            match self.shared.acquire() {
+            match self.shared.acquire_slow() {
                 Ok(permit) => {
                     self.reserved = Some(permit);
                     self.wait = None;

@@ -95,25 +95,28 @@ impl Shared {
         u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
+    /// Admits a call, or refuses it and counts the refusal.
     #[inline]
     pub(crate) fn acquire(&self) -> Result<Permit, BreakerOpen> {
         if let Some(permit) = self.core.try_closed() {
             return Ok(permit);
         }
-        self.acquire_slow()
+        self.acquire_slow().inspect_err(|open| {
+            self.core.note_rejected();
+            self.metrics.rejected.increment(1);
+            tracing::trace!(breaker = %self.name(), state = %open.state, "call rejected");
+        })
     }
 
+    /// Admits a call, or says why not without counting a refusal: for a
+    /// caller that will wait in `poll_ready` rather than fail.
     #[inline(never)]
-    fn acquire_slow(&self) -> Result<Permit, BreakerOpen> {
+    pub(crate) fn acquire_slow(&self) -> Result<Permit, BreakerOpen> {
         self.core
             .acquire(&|| self.now(), &mut |t| self.on_transition(t))
-            .map_err(|r| {
-                self.metrics.rejected.increment(1);
-                tracing::trace!(breaker = %self.name(), state = %r.state, "call rejected");
-                BreakerOpen {
-                    state: r.state,
-                    retry_in: r.retry_in.map(Duration::from_nanos),
-                }
+            .map_err(|r| BreakerOpen {
+                state: r.state,
+                retry_in: r.retry_in.map(Duration::from_nanos),
             })
     }
 

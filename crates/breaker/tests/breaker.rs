@@ -447,6 +447,11 @@ async fn backpressure_mode_waits_in_poll_ready_and_wakes_for_the_trial() {
     }
     assert_eq!(h.state(), State::Open);
     assert_pending!(svc.poll_ready());
+    assert_eq!(
+        h.metrics().rejected,
+        0,
+        "a caller waiting in poll_ready is not refused"
+    );
     advance(Duration::from_secs(9)).await;
     assert!(!svc.is_woken());
     assert_pending!(svc.poll_ready());
