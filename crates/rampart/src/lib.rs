@@ -13,6 +13,8 @@
 //! | (always) | [`core`] | errors, outcome classification, keyed instances, metric names |
 //! | `breaker` | `rampart-breaker` | circuit breaker |
 //! | `bulkhead` | `rampart-bulkhead` | bounded concurrency with a bounded wait |
+//! | `retry` | `rampart-retry` | retries with backoff and jitter, `Retry-After`, per-try timeouts, deadlines, retry budgets |
+//! | `backpressure` | `rampart-backpressure` | bounded queue with CoDel shedding, GCRA rate limiting (global and per key), adaptive concurrency limit |
 //!
 //! A stack: a bulkhead bounds how many calls wait on a dependency, and a
 //! breaker inside it stops calling the dependency while it fails.
@@ -43,6 +45,12 @@ pub use rampart_breaker as breaker;
 
 #[cfg(feature = "bulkhead")]
 pub use rampart_bulkhead as bulkhead;
+
+#[cfg(feature = "retry")]
+pub use rampart_retry as retry;
+
+#[cfg(feature = "backpressure")]
+pub use rampart_backpressure as backpressure;
 
 /// The README's examples, compiled and run as doctests so the README
 /// cannot drift from the code.

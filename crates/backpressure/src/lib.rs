@@ -1,0 +1,214 @@
+//! Backpressure for Tower services: a bounded queue with CoDel shedding,
+//! GCRA rate limiting (global and per key) and an adaptive (AIMD or Vegas)
+//! concurrency limit, under one admission model and one overload error.
+//!
+//! ```
+//! use rampart_backpressure::{Admission, Overloaded, QueueConfig, RateLimitConfig};
+//! use std::time::Duration;
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), rampart_core::BoxError> {
+//! let limiter = RateLimitConfig::new()
+//!     .name("api")
+//!     .rate(100, Duration::from_secs(1)) // 100 calls per second, evenly spaced
+//!     .burst(20)                         // up to 20 at once after a quiet spell
+//!     .admission(Admission::FailFast)    // no token: reject at once
+//!     .build()?;
+//! let handle = limiter.handle();
+//!
+//! let service = ServiceBuilder::new()
+//!     .layer(limiter)
+//!     .layer(
+//!         QueueConfig::new()
+//!             .capacity(64)                                           // at most 64 queued
+//!             .codel(Duration::from_millis(5), Duration::from_millis(100)) // shed a standing queue
+//!             .build()?,
+//!     )
+//!     .service(service_fn(|name: String| async move {
+//!         Ok::<_, std::io::Error>(format!("hello, {name}"))
+//!     }));
+//!
+//! match service.oneshot("ada".to_string()).await {
+//!     Ok(greeting) => assert_eq!(greeting, "hello, ada"),
+//!     Err(e) => match e.downcast_ref::<Overloaded>() {
+//!         // shed: answer 429/503, with `Retry-After` when known
+//!         Some(overloaded) => println!("{overloaded}, retry after {:?}", overloaded.retry_after()),
+//!         None => return Err(e),
+//!     },
+//! }
+//! assert_eq!(handle.admitted(), 1);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # What it protects against
+//!
+//! A service that accepts more work than it can do gets slower for
+//! everyone: queues grow, latency grows, callers time out and retry, and
+//! the extra load makes it worse.
+//!
+//! - A **rate limiter** ([`RateLimitConfig`]) caps the work let in to a
+//!   sustained rate with a bounded burst, so that a flood (a retry storm, a
+//!   misbehaving client, a tenant on a loop) is refused at the door with a
+//!   cheap, typed error telling the caller when to come back. With
+//!   [`build_keyed`](RateLimitConfig::build_keyed) each client, route or
+//!   tenant gets its own budget, so one cannot spend the others'.
+//! - A **bounded queue** ([`QueueConfig`]) decouples callers from a
+//!   service that takes one call at a time through `poll_ready` (a
+//!   connection, a `!Clone` client): a worker task drains it, and its bound
+//!   stops a burst from turning into unbounded memory and latency. With
+//!   [`codel`](QueueConfig::codel) it also sheds a *standing* queue, one that
+//!   never drains below a target delay, which only adds latency to every
+//!   call.
+//! - An **adaptive concurrency limit** ([`AdaptiveLimitConfig`]) finds how
+//!   many calls in flight the inner service sustains without its latency
+//!   climbing, AIMD-style or with TCP Vegas ([`Algorithm`]), and follows
+//!   it as it changes: no hand-tuned
+//!   bulkhead size that is too small on a good day and too large on a bad
+//!   one.
+//!
+//! # The admission model
+//!
+//! Every limiter takes an [`Admission`] that says what happens to a call
+//! it cannot admit now:
+//!
+//! - [`Admission::Backpressure`]: `poll_ready` returns `Pending` until
+//!   capacity returns (a token is due, a queue slot frees) and the task is
+//!   woken exactly then, by a timer or a notification (it never spins and
+//!   never sleeps in a loop). The caller bounds the wait.
+//! - [`Admission::FailFast`] (the default): the call fails at once with
+//!   [`Overloaded`].
+//! - [`Admission::Wait`]: the call waits up to a bound, then fails with
+//!   [`Overloaded`]. A rate limiter knows at once whether a token will come
+//!   within the bound, so a call that would wait too long fails at once;
+//!   one that waits holds a reserved slot and gives it back if dropped.
+//!
+//! # Behaviour under overload
+//!
+//! - Capacity is taken when the call starts (in `call`), never held by an
+//!   idle client: under `Backpressure`, `poll_ready` only *waits* for
+//!   capacity and takes nothing. A backpressured call that lost the last
+//!   token, slot or permit to another caller between `poll_ready` and
+//!   `call` is not rejected and never exceeds the bound: its response
+//!   future waits for the next one.
+//! - **Rate limiter**: calls are spaced `period / rate` apart; after a
+//!   quiet spell up to `burst` go through at once. The state is one atomic
+//!   "theoretical arrival time" updated by CAS: no lock, no allocation on
+//!   the admit and reject paths. A rejection carries
+//!   [`Overloaded::retry_after`], exactly how long until a token is due.
+//!   The rate changes at run time through a [`Handle`] (or a
+//!   [`KeyedRateLimitHandle`] for every key); calls already admitted or
+//!   waiting keep their slots.
+//! - **Queue**: a call takes a slot when it enters the queue and frees it
+//!   when the worker hands it to the inner service (or sheds it). A caller
+//!   that gives up while queued is skipped by the worker and never reaches
+//!   the inner service. The worker calls the inner service inside the
+//!   caller's `tracing` span and hands the response future back to the
+//!   caller, so calls still run concurrently. Waiting callers
+//!   (`Backpressure`, `Wait`) are woken when a slot frees; they are not
+//!   served in FIFO order among themselves.
+//! - **CoDel**: when the shortest queueing delay over a whole interval was
+//!   above the target, calls that waited longer than the target are shed
+//!   ([`Reason::Shed`]) for the next interval; a queue that drains stops
+//!   shedding.
+//! - **Adaptive limit**: a call takes a permit if fewer than the current
+//!   limit are in flight and releases it when its response future
+//!   completes or is dropped. With AIMD the limit shrinks by
+//!   `backoff_ratio` (once per round trip) when a call fails or exceeds
+//!   `latency_threshold`, and grows by about one per round trip while at
+//!   least half of it is used; with Vegas it follows the queueing the
+//!   latency reveals. It stays within `min_limit..=max_limit`. Read it on an
+//!   [`AdaptiveHandle`] or the `concurrency_limit` gauge.
+//!
+//! # Errors
+//!
+//! The services' error type is [`BoxError`](rampart_core::BoxError).
+//!
+//! | error | when | what to do |
+//! |---|---|---|
+//! | [`Overloaded`], [`Reason::RateLimited`] | no token now (`FailFast`) or within the bound (`Wait`) | the inner service never saw the request: shed it (HTTP 429 with `Retry-After` at the edge) or retry after [`retry_after`](Overloaded::retry_after) |
+//! | [`Overloaded`], [`Reason::QueueFull`] | the queue was full (`FailFast`), or no slot freed within the bound (`Wait`) | as above (HTTP 503 at the edge); no `retry_after` |
+//! | [`Overloaded`], [`Reason::Shed`] | CoDel shed the call from a standing queue | as above |
+//! | [`Overloaded`], [`Reason::ConcurrencyLimit`] | the adaptive limit was reached (`FailFast`), or no permit freed within the bound (`Wait`) | as above |
+//! | [`QueueClosed`] | the queue's inner service failed in `poll_ready` (its error is the `source`), or the worker's runtime shut down | the queue is dead: rebuild it |
+//! | the inner service's error, boxed unchanged | the inner service failed | downcast to its own type |
+//!
+//! Invalid values are refused by [`RateLimitConfig::build`],
+//! [`QueueConfig::build`] and [`AdaptiveLimitConfig::build`] with a [`ConfigError`](rampart_core::ConfigError)
+//! naming the field.
+//!
+//! # Observability
+//!
+//! Metrics go through the `metrics` facade, with handles registered once
+//! when a limiter (or a key's limiter, or a queue) is built, labelled
+//! `name` (and `key`):
+//!
+//! | metric | kind | meaning |
+//! |---|---|---|
+//! | `rampart_backpressure_rate_admitted_total` | counter | calls a rate limiter admitted |
+//! | `rampart_backpressure_rate_delayed_total` | counter | calls that waited for a reserved slot |
+//! | `rampart_backpressure_rate_per_second` | gauge | a rate limiter's current sustained rate |
+//! | `rampart_backpressure_queue_depth` | gauge | calls queued, not yet handed to the inner service |
+//! | `rampart_backpressure_queue_sojourn_seconds` | histogram | time from entering the queue to reaching the inner service (or being shed) |
+//! | `rampart_backpressure_concurrency_limit` | gauge | an adaptive limiter's current limit |
+//! | `rampart_backpressure_concurrency_in_flight` | gauge | calls holding an adaptive limiter's permit |
+//! | `rampart_backpressure_concurrency_drops_total` | counter | samples counted as drops (failed or slow) |
+//! | `rampart_backpressure_rejected_total` | counter | calls refused, `reason` = `rate_limited`, `queue_full`, `shed` or `concurrency_limit` |
+//!
+//! Each refusal also emits a `tracing` debug event with the field `reason`
+//! (and `name`, `retry_after`, `depth`, `sojourn` where they apply).
+//!
+//! # Differences from tower's `RateLimit`, `Buffer` and `ConcurrencyLimit`
+//!
+//! - **Sharing.** tower's `RateLimit` keeps its state in the service, so
+//!   every clone (and every service a layer makes) has its own budget;
+//!   ours share one limiter, which is what `Router::layer` needs.
+//! - **Algorithm.** tower counts calls in fixed windows, allowing twice the
+//!   rate across a window edge; GCRA spaces calls evenly with an explicit
+//!   burst.
+//! - **Readiness.** tower's `RateLimit` and `Buffer` only park callers in
+//!   `poll_ready`, and `Buffer` holds a queue slot from `poll_ready` until
+//!   `call`, so a ready but idle client holds capacity. Ours take capacity
+//!   in `call`, and can also fail fast with a typed, downcastable error
+//!   carrying `retry_after`, or wait a bounded time.
+//! - **Cancellation.** `Buffer` calls the inner service for a request
+//!   whose caller already left once the worker holds it; our worker checks
+//!   again after the inner service is ready and skips it.
+//! - **Shedding.** `Buffer` has no notion of queueing delay; ours can shed
+//!   a standing queue (CoDel).
+//! - **Adaptive.** `ConcurrencyLimit` has a fixed limit, taken in
+//!   `poll_ready`; ours adapts it to latency and errors and takes the
+//!   permit in `call`.
+//! - **Run time.** Per-key rate limiters, live rate changes, counters
+//!   through handles, metrics and tracing.
+//!
+//! # Runtime
+//!
+//! Time comes from `tokio::time`, so tests can pause and advance it. A call
+//! that has to wait, and `poll_ready` under `Backpressure`, use a Tokio
+//! timer or notification; [`QueueLayer::layer`](tower_layer::Layer::layer)
+//! spawns the worker with `tokio::spawn`, so it must run inside a Tokio
+//! runtime with the time driver.
+
+pub mod adaptive;
+mod admission;
+mod error;
+pub mod queue;
+pub mod rate;
+
+pub use adaptive::config::{AdaptiveLimitConfig, Algorithm, MAX_LIMIT};
+pub use adaptive::handle::Handle as AdaptiveHandle;
+pub use adaptive::service::{AdaptiveLimit, AdaptiveLimitLayer};
+pub use admission::Admission;
+pub use error::{Overloaded, QueueClosed, Reason};
+pub use queue::codel::Codel;
+pub use queue::config::{MAX_CAPACITY, QueueConfig};
+pub use queue::handle::Handle as QueueHandle;
+pub use queue::layer::QueueLayer;
+pub use queue::service::Queue;
+pub use rate::config::{MAX_PERIOD, RateLimitConfig};
+pub use rate::handle::Handle;
+pub use rate::keyed::{KeyedRateLimit, KeyedRateLimitHandle, KeyedRateLimitLayer};
+pub use rate::layer::RateLimitLayer;
+pub use rate::service::RateLimit;

@@ -1,0 +1,58 @@
+//! [`Handle`]: a queue's depth and counters.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::admission::Admission;
+use crate::queue::shared::Shared;
+
+/// A cloneable handle on one queue, from [`Queue::handle`](crate::Queue::handle).
+#[derive(Clone)]
+pub struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl Handle {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    /// The instance name given to the builder (may be empty).
+    pub fn name(&self) -> &str {
+        self.shared.name()
+    }
+
+    /// The most calls queued at once.
+    pub fn capacity(&self) -> usize {
+        self.shared.capacity()
+    }
+
+    /// The admission model.
+    pub fn admission(&self) -> Admission {
+        self.shared.admission()
+    }
+
+    /// Calls queued now, not yet handed to the inner service.
+    pub fn depth(&self) -> usize {
+        self.shared.depth()
+    }
+
+    /// Calls rejected because the queue was full
+    /// ([`Reason::QueueFull`](crate::Reason::QueueFull)) since the queue
+    /// was built.
+    pub fn rejected(&self) -> u64 {
+        self.shared.rejected()
+    }
+
+    /// Calls shed on queueing delay
+    /// ([`Reason::Shed`](crate::Reason::Shed)) since the queue was built.
+    pub fn shed(&self) -> u64 {
+        self.shared.shed_count()
+    }
+}
+
+impl fmt::Debug for Handle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Handle").field(&self.shared).finish()
+    }
+}

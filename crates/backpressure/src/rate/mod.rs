@@ -1,0 +1,10 @@
+//! GCRA rate limiting, global and per key.
+
+pub(crate) mod config;
+pub mod future;
+pub(crate) mod gcra;
+pub(crate) mod handle;
+pub(crate) mod keyed;
+pub(crate) mod layer;
+pub(crate) mod service;
+pub(crate) mod shared;

@@ -1,0 +1,290 @@
+//! The retry service's response future: tries, timers and backoff.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use pin_project_lite::pin_project;
+use rampart_core::{BoxError, Classify, Decision};
+use tokio::time::{Instant, Sleep};
+use tower_service::Service;
+
+use crate::backoff::Rng;
+use crate::error::{DeadlineExceeded, TryTimeout};
+use crate::layer::Shared;
+use crate::policy::RetryOverride;
+
+pin_project! {
+    /// The future of a call through a retry layer: makes the tries, waits
+    /// out the backoffs and returns the first final outcome. Dropping it
+    /// cancels the try in flight.
+    pub struct ResponseFuture<S, Req, C>
+    where
+        S: Service<Req>,
+    {
+        #[pin]
+        state: State<S::Future>,
+        r: Retrying<S, Req, C, S::Response>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Calling { #[pin] fut: F },
+        Backoff,
+        Ready,
+    }
+}
+
+/// Everything but the try in flight.
+struct Retrying<S, Req, C, T> {
+    service: S,
+    /// A copy to replay; `None` when the request may not be replayed.
+    request: Option<Req>,
+    shared: Arc<Shared>,
+    classifier: C,
+    attempt: u32,
+    max_attempts: u32,
+    /// When the deadline passes, and how long it was.
+    deadline: Option<(Instant, Duration)>,
+    timer: Option<Pin<Box<Sleep>>>,
+    armed: bool,
+    last: Option<Result<T, BoxError>>,
+    prev_delay: Option<Duration>,
+    rng: Option<Rng>,
+    span: tracing::Span,
+}
+
+enum Step<T> {
+    Return(Result<T, BoxError>),
+    Backoff,
+}
+
+impl<S, Req, C> ResponseFuture<S, Req, C>
+where
+    S: Service<Req>,
+    Req: Clone,
+{
+    pub(crate) fn start(
+        shared: &Arc<Shared>,
+        service: S,
+        req: Req,
+        replayable: bool,
+        overrides: RetryOverride,
+        classifier: C,
+    ) -> Self {
+        let max_attempts = overrides.max_attempts.unwrap_or(shared.max_attempts).max(1);
+        let deadline = overrides
+            .deadline
+            .or(shared.deadline)
+            .map(|d| (Instant::now() + d, d));
+        if let Some(budget) = &shared.budget {
+            budget.deposit();
+        }
+        let mut r = Retrying {
+            service,
+            request: (replayable && max_attempts > 1).then(|| req.clone()),
+            shared: Arc::clone(shared),
+            classifier,
+            attempt: 0,
+            max_attempts,
+            deadline,
+            timer: None,
+            armed: false,
+            last: None,
+            prev_delay: None,
+            rng: None,
+            span: tracing::Span::none(),
+        };
+        let fut = r.start_try(req);
+        Self {
+            state: State::Calling { fut },
+            r,
+        }
+    }
+}
+
+impl<S, Req, C, T> Retrying<S, Req, C, T>
+where
+    S: Service<Req, Response = T>,
+    Req: Clone,
+{
+    fn start_try(&mut self, req: Req) -> S::Future {
+        self.attempt += 1;
+        self.shared.metrics.attempts.increment(1);
+        self.span = tracing::debug_span!(
+            "retry_attempt",
+            attempt = self.attempt,
+            name = %self.shared.name
+        );
+        let per_try = self.shared.per_try_timeout.map(|d| Instant::now() + d);
+        let until = match (per_try, self.deadline.map(|(at, _)| at)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        match until {
+            Some(at) => self.arm(at),
+            None => self.armed = false,
+        }
+        let _entered = self.span.enter();
+        self.service.call(req)
+    }
+
+    /// The request for the next try: the kept copy itself for the last.
+    fn next_request(&mut self) -> Option<Req> {
+        if self.attempt + 1 >= self.max_attempts {
+            self.request.take()
+        } else {
+            self.request.clone()
+        }
+    }
+
+    fn arm(&mut self, at: Instant) {
+        match &mut self.timer {
+            Some(t) => t.as_mut().reset(at),
+            None => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
+        }
+        self.armed = true;
+    }
+
+    /// Ready once when the armed timer fires; pending while none is armed.
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match &mut self.timer {
+            Some(t) if self.armed => {
+                ready!(t.as_mut().poll(cx));
+                self.armed = false;
+                Poll::Ready(())
+            }
+            _ => Poll::Pending,
+        }
+    }
+
+    fn deadline_passed(&self) -> Option<DeadlineExceeded> {
+        let (at, deadline) = self.deadline?;
+        (Instant::now() >= at).then_some(DeadlineExceeded { deadline })
+    }
+
+    fn take_last(&mut self) -> Result<T, BoxError> {
+        self.last.take().unwrap_or_else(|| {
+            Err(DeadlineExceeded {
+                deadline: self.deadline.map_or(Duration::ZERO, |(_, d)| d),
+            }
+            .into())
+        })
+    }
+
+    /// Decides what follows a try that ended with `result`.
+    fn after(&mut self, result: Result<T, BoxError>, decision: Decision) -> Step<T> {
+        let pushback = decision.retry_after();
+        if !decision.is_retryable()
+            || self.attempt >= self.max_attempts
+            || self.request.is_none()
+            || pushback.is_some_and(|p| p > self.shared.max_retry_after)
+        {
+            return Step::Return(result);
+        }
+        let shared = &self.shared;
+        let rng = self.rng.get_or_insert_with(|| Rng::new(shared.next_seed()));
+        let backoff = shared.backoff.delay(self.attempt, self.prev_delay, rng);
+        // Server pushback wins when it is longer than our own backoff.
+        let delay = backoff.max(pushback.unwrap_or_default());
+        let now = Instant::now();
+        if self.deadline.is_some_and(|(at, _)| now + delay >= at) {
+            return Step::Return(result);
+        }
+        if let Some(budget) = &shared.budget
+            && !budget.try_withdraw()
+        {
+            shared.metrics.budget_exhausted.increment(1);
+            tracing::debug!(name = %shared.name, "retry budget exhausted");
+            return Step::Return(result);
+        }
+        shared.metrics.retries.increment(1);
+        tracing::debug!(name = %shared.name, attempt = self.attempt, ?delay, "retrying");
+        self.prev_delay = Some(backoff);
+        self.last = Some(result);
+        self.arm(now + delay);
+        Step::Backoff
+    }
+}
+
+impl<S, Req, C> Future for ResponseFuture<S, Req, C>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    C: Classify<S::Response, S::Error>,
+    Req: Clone,
+{
+    type Output = Result<S::Response, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let r = this.r;
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Calling { fut } => {
+                    let polled = {
+                        let _entered = r.span.enter();
+                        fut.poll(cx)
+                    };
+                    let (result, decision) = match polled {
+                        Poll::Ready(result) => {
+                            let decision = r.classifier.classify(&result);
+                            (result.map_err(Into::into), decision)
+                        }
+                        Poll::Pending => {
+                            ready!(r.poll_timer(cx));
+                            if let Some(err) = r.deadline_passed() {
+                                return Poll::Ready(Err(err.into()));
+                            }
+                            let timeout = r.shared.per_try_timeout.unwrap_or_default();
+                            (Err(TryTimeout { timeout }.into()), Decision::failure())
+                        }
+                    };
+                    match r.after(result, decision) {
+                        Step::Return(result) => return Poll::Ready(result),
+                        Step::Backoff => this.state.set(State::Backoff),
+                    }
+                }
+                StateProj::Backoff => {
+                    ready!(r.poll_timer(cx));
+                    if let Some((at, _)) = r.deadline {
+                        r.arm(at);
+                    }
+                    this.state.set(State::Ready);
+                }
+                StateProj::Ready => {
+                    if r.poll_timer(cx).is_ready() {
+                        return Poll::Ready(r.take_last());
+                    }
+                    match r.service.poll_ready(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
+                        Poll::Ready(Ok(())) => {}
+                    }
+                    let Some(req) = r.next_request() else {
+                        return Poll::Ready(r.take_last());
+                    };
+                    let fut = r.start_try(req);
+                    this.state.set(State::Calling { fut });
+                }
+            }
+        }
+    }
+}
+
+impl<S, Req, C> fmt::Debug for ResponseFuture<S, Req, C>
+where
+    S: Service<Req>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("attempt", &self.r.attempt)
+            .field("max_attempts", &self.r.max_attempts)
+            .finish()
+    }
+}

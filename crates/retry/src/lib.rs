@@ -1,0 +1,128 @@
+//! Retries for Tower services, configured by data.
+//!
+//! A retry turns a transient failure (a dropped connection, a 503 from an
+//! instance being replaced) into a success the caller never sees. Retries
+//! also multiply load on a dependency that is already struggling, so this
+//! layer retries only what the classifier allows, only requests that can
+//! be replayed, after a backoff with jitter, within a deadline, and within
+//! a budget shared across callers.
+//!
+//! ```
+//! use std::time::Duration;
+//! use rampart_retry::{Backoff, RetryConfig};
+//! use std::sync::Arc;
+//! use std::sync::atomic::{AtomicU32, Ordering};
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), rampart_core::BoxError> {
+//! let layer = RetryConfig::new()
+//!     .name("inventory")
+//!     .max_attempts(3)
+//!     .backoff(Backoff::Exponential {
+//!         base: Duration::from_millis(1),
+//!         cap: Duration::from_millis(10),
+//!     })
+//!     .per_try_timeout(Duration::from_secs(1))
+//!     .deadline(Duration::from_secs(5))
+//!     .build()?;
+//!
+//! // Fails twice, then answers.
+//! let calls = Arc::new(AtomicU32::new(0));
+//! let seen = Arc::clone(&calls);
+//! let svc = ServiceBuilder::new()
+//!     .layer(layer)
+//!     .service(service_fn(move |n: u32| {
+//!         let call = seen.fetch_add(1, Ordering::SeqCst);
+//!         async move { if call < 2 { Err("flaky") } else { Ok(n * 2) } }
+//!     }));
+//!
+//! assert_eq!(svc.oneshot(21).await?, 42);
+//! assert_eq!(calls.load(Ordering::SeqCst), 3);
+//! # Ok(()) }
+//! ```
+//!
+//! For HTTP, [`RetryLayer::for_http`] retries connect errors, timeouts,
+//! 429, 502, 503 and 504 (honouring `Retry-After`), and only requests with
+//! an idempotent method or an `Idempotency-Key` header.
+//!
+//! # What it does
+//!
+//! | rule | setting |
+//! |---|---|
+//! | tries in all (1 = no retry) | [`RetryConfig::max_attempts`] |
+//! | backoff: constant, exponential, full jitter, decorrelated jitter, each capped; seeded RNG | [`RetryConfig::backoff`], [`Backoff`], [`RetryConfig::seed`] |
+//! | retry only what the classifier allows | [`RetryLayer::classifier`] with any [`rampart_core::Classify`] |
+//! | replay only replayable requests | [`RetryLayer::replay_policy`], [`RetryLayer::for_http`] |
+//! | `Retry-After` honoured when longer than our backoff, up to a cap | [`RetryConfig::max_retry_after`] |
+//! | per-try timeout, overall deadline | [`RetryConfig::per_try_timeout`], [`RetryConfig::deadline`] |
+//! | retry budget (a ratio of first tries plus a floor per second), shareable | [`RetryConfig::budget`], [`RetryBudget`], [`RetryLayer::with_budget`] |
+//! | per-request attempts and deadline | [`RetryOverride`] in an `http::Request`'s extensions |
+//!
+//! A retry is made only when all of these hold: the classifier's
+//! [`Decision`](rampart_core::Decision) allows it; attempts remain; the
+//! request is replayable; any `Retry-After` is within
+//! [`max_retry_after`](RetryConfig::max_retry_after) (a longer one is not
+//! waited on: the response goes back at once); the backoff ends before
+//! the deadline; and the budget pays for it. Otherwise the last real
+//! outcome (response or error) goes back to the caller.
+//!
+//! Metrics (labelled with the layer's name): `rampart_retry_attempts_total`
+//! (every try), `rampart_retry_retries_total`,
+//! `rampart_retry_budget_exhausted_total`. Each try runs in a
+//! `retry_attempt` tracing span with an `attempt` field.
+//!
+//! # Errors
+//!
+//! The service's error is `BoxError`:
+//!
+//! | error | when |
+//! |---|---|
+//! | the inner service's error, boxed | the last try failed and no retry followed; downcast to your type |
+//! | [`TryTimeout`] | the last try exceeded the per-try timeout |
+//! | [`DeadlineExceeded`] | the deadline passed while a try was in flight (a retry that could not finish in time is not started, and the previous outcome is returned instead) |
+//! | [`rampart_core::ConfigError`] (from `build`) | a setting was refused; it names the field |
+//!
+//! The budget never produces an error of its own: an exhausted budget
+//! returns the last real outcome.
+//!
+//! # Under overload
+//!
+//! When a dependency fails wholesale, retries would multiply its load by
+//! `max_attempts`. The budget caps that: over its window retries add at
+//! most `ratio` of first tries (20 % by default) plus a small floor, so
+//! retry traffic shrinks as a share of the load exactly when it stops
+//! helping. Jittered backoff spreads the retries that are made, and
+//! `Retry-After` from the server is honoured. Put a breaker inside the
+//! retry layer to stop trying an open dependency altogether.
+//!
+//! # Differences from tower's retry
+//!
+//! - Configured by data (and TOML), not by writing a `Policy`.
+//! - Backoff with jitter, `Retry-After`, per-try timeouts and a deadline
+//!   are built in; tower's `Policy` leaves all of them to the user.
+//! - tower's `TpsBudget` is a per-policy budget; here a [`RetryBudget`] is
+//!   a shared handle with a floor per second on tokio's clock.
+//! - Decisions come from [`rampart_core::Classify`], the same classifier
+//!   the breaker and the mesh use, and HTTP requests are replayed only
+//!   when idempotent.
+//! - Like tower, requests are cloned to be replayed (`Req: Clone`); HTTP
+//!   bodies that are not `Clone` are not buffered (yet).
+
+mod backoff;
+mod budget;
+mod config;
+mod error;
+mod future;
+mod layer;
+mod policy;
+mod service;
+
+pub use crate::backoff::{Backoff, Rng};
+pub use crate::budget::{BudgetConfig, BudgetSnapshot, RetryBudget};
+pub use crate::config::{MAX_ATTEMPTS, RetryConfig};
+pub use crate::error::{DeadlineExceeded, TryTimeout};
+pub use crate::future::ResponseFuture;
+pub use crate::layer::RetryLayer;
+pub use crate::policy::{AnyRequest, HttpRequests, ReplayPolicy, RetryOverride};
+pub use crate::service::Retry;
