@@ -44,12 +44,36 @@ const GROUPS: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "retry",
+        &[
+            "bare",
+            "rampart_no_retry",
+            "tower_retry",
+            "tower_resilience",
+        ],
+    ),
+    ("timeout", &["bare", "rampart", "tower_timeout"]),
+    (
+        "rate_limit",
+        &[
+            "bare",
+            "rampart_global",
+            "rampart_keyed",
+            "governor_direct",
+            "tower_resilience",
+        ],
+    ),
+    ("queue", &["rampart", "tower_buffer"]),
+    (
         "contended",
         &[
             "breaker_rampart",
             "breaker_tower_resilience",
             "bulkhead_rampart",
             "tower_concurrency_limit",
+            "rate_limit_rampart",
+            "queue_rampart",
+            "tower_buffer",
         ],
     ),
 ];
@@ -239,22 +263,35 @@ fn render(figures: &Figures) -> String {
             at_most: 1.2,
         },
     ];
-    let _ = writeln!(out, "### Targets\n");
-    let _ = writeln!(out, "| ratio | measured | target | result |");
-    let _ = writeln!(out, "|---|---:|---:|---|");
-    for t in &targets {
-        let (measured, result) = match t.ratio {
-            Some(r) if r <= t.at_most => (format!("{r:.3}"), "pass"),
-            Some(r) => (format!("{r:.3}"), "**MISS**"),
-            None => ("n/a".to_owned(), "n/a (divisor ≤ 0)"),
-        };
-        let _ = writeln!(
-            out,
-            "| {} | {measured} | ≤ {} | {result} |",
-            t.what, t.at_most
-        );
-    }
-    out.push('\n');
+    render_targets(&mut out, "Targets", &targets);
+
+    let rate_global = overhead("rate_limit", "rampart_global");
+    let issue3 = [
+        Target {
+            what: "retry `rampart_no_retry` overhead ÷ `tower_retry` overhead",
+            ratio: ratio(
+                overhead("retry", "rampart_no_retry"),
+                overhead("retry", "tower_retry"),
+            ),
+            at_most: 1.5,
+        },
+        Target {
+            what: "rate limit `rampart_global` overhead ÷ `governor_direct` overhead",
+            ratio: ratio(rate_global, overhead("rate_limit", "governor_direct")),
+            at_most: 2.0,
+        },
+        Target {
+            what: "rate limit `rampart_global` overhead ÷ tower-resilience overhead",
+            ratio: ratio(rate_global, overhead("rate_limit", "tower_resilience")),
+            at_most: 0.25,
+        },
+        Target {
+            what: "queue `rampart` ÷ `tower_buffer` (ns/call)",
+            ratio: ratio(ns("queue", "rampart"), ns("queue", "tower_buffer")),
+            at_most: 1.0,
+        },
+    ];
+    render_targets(&mut out, "Issue 3 targets", &issue3);
 
     let informational = [
         (
@@ -286,6 +323,31 @@ fn render(figures: &Figures) -> String {
                 ns("contended", "tower_concurrency_limit"),
             ),
         ),
+        (
+            "timeout `rampart` overhead ÷ `tower_timeout` overhead",
+            ratio(
+                overhead("timeout", "rampart"),
+                overhead("timeout", "tower_timeout"),
+            ),
+        ),
+        (
+            "retry `rampart_no_retry` overhead ÷ tower-resilience retry overhead",
+            ratio(
+                overhead("retry", "rampart_no_retry"),
+                overhead("retry", "tower_resilience"),
+            ),
+        ),
+        (
+            "rate limit `rampart_keyed` overhead ÷ `rampart_global` overhead",
+            ratio(overhead("rate_limit", "rampart_keyed"), rate_global),
+        ),
+        (
+            "contended: `queue_rampart` ÷ `tower_buffer`",
+            ratio(
+                ns("contended", "queue_rampart"),
+                ns("contended", "tower_buffer"),
+            ),
+        ),
     ];
     let _ = writeln!(out, "### Other ratios (no target)\n");
     let _ = writeln!(out, "| ratio | measured |");
@@ -295,6 +357,26 @@ fn render(figures: &Figures) -> String {
         let _ = writeln!(out, "| {what} | {measured} |");
     }
     out
+}
+
+/// One table of targets, each with its verdict.
+fn render_targets(out: &mut String, title: &str, targets: &[Target]) {
+    let _ = writeln!(out, "### {title}\n");
+    let _ = writeln!(out, "| ratio | measured | target | result |");
+    let _ = writeln!(out, "|---|---:|---:|---|");
+    for t in targets {
+        let (measured, result) = match t.ratio {
+            Some(r) if r <= t.at_most => (format!("{r:.3}"), "pass"),
+            Some(r) => (format!("{r:.3}"), "**MISS**"),
+            None => ("n/a".to_owned(), "n/a (divisor ≤ 0)"),
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {measured} | ≤ {} | {result} |",
+            t.what, t.at_most
+        );
+    }
+    out.push('\n');
 }
 
 #[cfg(test)]
@@ -309,7 +391,11 @@ mod tests {
             err.contains("breaker/rampart_count/new/estimates.json"),
             "{err}"
         );
-        assert!(err.contains("15 of the bench's estimates"), "{err}");
+        assert!(
+            err.contains("rate_limit/governor_direct/new/estimates.json"),
+            "{err}"
+        );
+        assert!(err.contains("32 of the bench's estimates"), "{err}");
     }
 
     #[test]
@@ -329,7 +415,10 @@ mod tests {
             }
         }
         let report = render(&figures);
-        assert_eq!(report.matches("| pass |").count(), 3, "{report}");
-        assert_eq!(report.matches("**MISS**").count(), 2, "{report}");
+        // Every ratio is 1: the ≤ 0.25 targets miss, the others pass.
+        assert_eq!(report.matches("| pass |").count(), 6, "{report}");
+        assert_eq!(report.matches("**MISS**").count(), 3, "{report}");
+        assert!(report.contains("### `queue`"), "{report}");
+        assert!(report.contains("### Issue 3 targets"), "{report}");
     }
 }

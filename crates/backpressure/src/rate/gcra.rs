@@ -88,10 +88,13 @@ impl Gcra {
     /// Takes a token now, or reserves one due within `max_wait` (none:
     /// only now).
     pub(crate) fn acquire(&self, max_wait: Option<Duration>) -> Verdict {
-        let now = self.now();
         let (t, tau) = self.params();
         let max_wait = max_wait.map_or(0, nanos);
+        // The arrival time first, the clock second: a thread descheduled in
+        // between then sees a later clock, never an arrival time that others
+        // moved past a clock it read before the pause.
         let mut tat = self.tat.load(Acquire);
+        let mut now = self.now();
         loop {
             let start = tat.max(now);
             let wait = start.saturating_sub(tau).saturating_sub(now);
@@ -104,7 +107,14 @@ impl Gcra {
             {
                 Ok(_) if wait == 0 => return Verdict::Now,
                 Ok(_) => return Verdict::After(Duration::from_nanos(wait)),
-                Err(actual) => tat = actual,
+                Err(actual) => {
+                    // Another caller moved the arrival time, maybe while
+                    // this thread was descheduled: judge against the time
+                    // now, not the time read before the race, or a stall
+                    // would turn into a refusal.
+                    tat = actual;
+                    now = self.now();
+                }
             }
         }
     }
