@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use rampart_core::clock::nanos;
 use rampart_core::error::{ConfigError, validate};
 use serde::Deserialize;
 
@@ -314,7 +315,6 @@ impl BreakerConfig {
     }
 
     pub(crate) fn thresholds(&self) -> Thresholds {
-        let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         Thresholds {
             failure_rate: self.failure_rate_threshold,
             slow_rate: self.slow_call_rate_threshold,

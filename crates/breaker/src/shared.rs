@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use metrics::{Counter, Gauge};
+use rampart_core::clock::Origin;
 use rampart_core::metric_name;
 use rampart_core::metrics::{InstanceLabels, labels, outcome};
 use tokio::sync::{Notify, watch};
-use tokio::time::Instant;
 
 use crate::config::{BreakerConfig, RejectMode};
 use crate::core::{Core, Permit, State, Transition, Verdict};
@@ -20,7 +20,7 @@ use crate::sync::Mutex;
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) core: Core,
-    base: Instant,
+    origin: Origin,
     pub(crate) mode: RejectMode,
     pub(crate) notify: Arc<Notify>,
     state_tx: watch::Sender<State>,
@@ -56,7 +56,7 @@ impl Metrics {
 
 impl Shared {
     pub(crate) fn new(config: &BreakerConfig, labels: InstanceLabels) -> Arc<Self> {
-        let base = Instant::now();
+        let origin = Origin::new();
         // Seed the open-duration jitter from the instance, so breakers
         // built together do not share a sequence, yet a test repeats.
         let seed = labels
@@ -79,7 +79,7 @@ impl Shared {
         metrics.state.set(0.0);
         Arc::new(Self {
             core,
-            base,
+            origin,
             mode: config.reject_mode,
             notify: Arc::new(Notify::new()),
             state_tx,
@@ -92,7 +92,7 @@ impl Shared {
     /// Nanoseconds since this breaker was built, on tokio's clock.
     #[inline]
     pub(crate) fn now(&self) -> u64 {
-        u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX)
+        self.origin.nanos()
     }
 
     /// Admits a call, or refuses it and counts the refusal.

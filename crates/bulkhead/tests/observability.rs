@@ -1,108 +1,13 @@
 //! Metrics through the `metrics` facade and tracing events, captured with a
 //! small in-test recorder and subscriber.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use metrics::{
-    Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
-    SharedString, Unit,
-};
 use rampart_bulkhead::BulkheadConfig;
 use rampart_core::keyed::KeyedConfig;
+use rampart_core::testing::TestRecorder;
 use tokio_test::{assert_pending, assert_ready_err, assert_ready_ok, task};
 use tower_test::{assert_request_eq, mock};
-
-/// One metric's value, whatever its kind.
-#[derive(Default)]
-struct Value {
-    counter: AtomicU64,
-    gauge: Mutex<f64>,
-    histogram: Mutex<Vec<f64>>,
-}
-
-impl CounterFn for Value {
-    fn increment(&self, value: u64) {
-        self.counter.fetch_add(value, Ordering::SeqCst);
-    }
-    fn absolute(&self, value: u64) {
-        self.counter.fetch_max(value, Ordering::SeqCst);
-    }
-}
-
-impl GaugeFn for Value {
-    fn increment(&self, value: f64) {
-        *self.gauge.lock().unwrap() += value;
-    }
-    fn decrement(&self, value: f64) {
-        *self.gauge.lock().unwrap() -= value;
-    }
-    fn set(&self, value: f64) {
-        *self.gauge.lock().unwrap() = value;
-    }
-}
-
-impl HistogramFn for Value {
-    fn record(&self, value: f64) {
-        self.histogram.lock().unwrap().push(value);
-    }
-}
-
-/// Records every registration and keeps the values by key.
-#[derive(Default)]
-struct TestRecorder {
-    registrations: AtomicU64,
-    values: Mutex<HashMap<Key, Arc<Value>>>,
-}
-
-impl TestRecorder {
-    fn value(&self, key: &Key) -> Arc<Value> {
-        self.values
-            .lock()
-            .unwrap()
-            .entry(key.clone())
-            .or_default()
-            .clone()
-    }
-
-    /// The value named `name` with exactly `labels`.
-    fn get(&self, name: &'static str, labels: &[(&'static str, &'static str)]) -> Arc<Value> {
-        let labels: Vec<metrics::Label> = labels
-            .iter()
-            .map(|(k, v)| metrics::Label::new(*k, *v))
-            .collect();
-        let key = Key::from_parts(name, labels);
-        self.values
-            .lock()
-            .unwrap()
-            .get(&key)
-            .unwrap_or_else(|| panic!("{key:?} was never registered"))
-            .clone()
-    }
-}
-
-impl Recorder for TestRecorder {
-    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-
-    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-        self.registrations.fetch_add(1, Ordering::SeqCst);
-        Counter::from_arc(self.value(key))
-    }
-
-    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
-        self.registrations.fetch_add(1, Ordering::SeqCst);
-        Gauge::from_arc(self.value(key))
-    }
-
-    fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
-        self.registrations.fetch_add(1, Ordering::SeqCst);
-        Histogram::from_arc(self.value(key))
-    }
-}
 
 const NAME: (&str, &str) = ("name", "payments");
 
@@ -118,13 +23,13 @@ async fn metrics_are_registered_once_and_follow_the_calls() {
             .build()
             .unwrap()
     });
-    let registered = recorder.registrations.load(Ordering::SeqCst);
+    let registered = recorder.registrations();
     assert_eq!(
         registered, 7,
         "every handle is registered when the bulkhead is built"
     );
     let max = recorder.get("rampart_bulkhead_max_concurrent", &[NAME]);
-    assert_eq!(*max.gauge.lock().unwrap(), 1.0);
+    assert_eq!(max.gauge(), 1.0);
 
     let h = layer.handle();
     let (mut svc, mut inner) = mock::spawn_layer::<&'static str, &'static str, _>(layer);
@@ -132,43 +37,43 @@ async fn metrics_are_registered_once_and_follow_the_calls() {
     assert_ready_ok!(svc.poll_ready());
     let mut a = task::spawn(svc.call("a"));
     let in_flight = recorder.get("rampart_bulkhead_in_flight", &[NAME]);
-    assert_eq!(*in_flight.gauge.lock().unwrap(), 1.0);
+    assert_eq!(in_flight.gauge(), 1.0);
 
     assert_ready_ok!(svc.poll_ready());
     let mut b = task::spawn(svc.call("b"));
     assert_pending!(b.poll());
     let queued = recorder.get("rampart_bulkhead_queued", &[NAME]);
-    assert_eq!(*queued.gauge.lock().unwrap(), 1.0);
+    assert_eq!(queued.gauge(), 1.0);
     assert_ready_ok!(svc.poll_ready());
     let mut c = task::spawn(svc.call("c"));
     assert_ready_err!(c.poll());
 
     tokio::time::advance(Duration::from_millis(100)).await;
     assert_ready_err!(b.poll());
-    assert_eq!(*queued.gauge.lock().unwrap(), 0.0);
+    assert_eq!(queued.gauge(), 0.0);
 
     assert_request_eq!(inner, "a").send_response("A");
     assert_ready_ok!(a.poll());
-    assert_eq!(*in_flight.gauge.lock().unwrap(), 0.0);
+    assert_eq!(in_flight.gauge(), 0.0);
 
     let admitted = recorder.get("rampart_bulkhead_admitted_total", &[NAME]);
-    assert_eq!(admitted.counter.load(Ordering::SeqCst), 1);
+    assert_eq!(admitted.counter(), 1);
     let full = recorder.get(
         "rampart_bulkhead_rejected_total",
         &[NAME, ("reason", "full")],
     );
-    assert_eq!(full.counter.load(Ordering::SeqCst), 1);
+    assert_eq!(full.counter(), 1);
     let timed_out = recorder.get(
         "rampart_bulkhead_rejected_total",
         &[NAME, ("reason", "max_wait")],
     );
-    assert_eq!(timed_out.counter.load(Ordering::SeqCst), 1);
+    assert_eq!(timed_out.counter(), 1);
     let wait = recorder.get("rampart_bulkhead_wait_seconds", &[NAME]);
-    assert_eq!(*wait.histogram.lock().unwrap(), [0.1]);
+    assert_eq!(wait.histogram(), [0.1]);
 
     h.set_max_concurrent(5).unwrap();
-    assert_eq!(*max.gauge.lock().unwrap(), 5.0);
-    assert_eq!(recorder.registrations.load(Ordering::SeqCst), registered);
+    assert_eq!(max.gauge(), 5.0);
+    assert_eq!(recorder.registrations(), registered);
 }
 
 #[tokio::test(start_paused = true)]
@@ -188,14 +93,14 @@ async fn each_key_registers_its_metrics_with_a_key_label() {
         (call("a"), call("a"), call("b"))
     });
     // two keys, seven handles each; the second call on "a" registered none
-    assert_eq!(recorder.registrations.load(Ordering::SeqCst), 14);
+    assert_eq!(recorder.registrations(), 14);
     let a = recorder.get("rampart_bulkhead_in_flight", &[NAME, ("key", "a")]);
-    assert_eq!(*a.gauge.lock().unwrap(), 1.0);
+    assert_eq!(a.gauge(), 1.0);
     let a_full = recorder.get(
         "rampart_bulkhead_rejected_total",
         &[NAME, ("key", "a"), ("reason", "full")],
     );
-    assert_eq!(a_full.counter.load(Ordering::SeqCst), 1);
+    assert_eq!(a_full.counter(), 1);
 }
 
 mod capture {

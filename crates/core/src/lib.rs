@@ -11,6 +11,7 @@
 //!   with impls for `Result<T, E>` and HTTP responses.
 //! - [`keyed`]: a bounded map from a request-derived key to a layer
 //!   instance.
+//! - [`clock`]: instants as `u64` nanoseconds on tokio's clock.
 //! - [`duration`]: durations in config files (`"250ms"`, `"10s"`).
 //! - [`metrics`]: the `rampart_<crate>_<what>` naming scheme and shared
 //!   label names.
@@ -25,10 +26,13 @@
 //! ```
 
 pub mod classify;
+pub mod clock;
 pub mod duration;
 pub mod error;
 pub mod keyed;
 pub mod metrics;
+#[cfg(feature = "test-util")]
+pub mod testing;
 
 pub use classify::{Classify, Decision, Outcome, RetryHint};
 pub use error::{BoxError, ConfigError};

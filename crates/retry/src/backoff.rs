@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use rampart_core::clock::nanos;
 use serde::Deserialize;
 
 /// How long to wait before each retry.
@@ -54,10 +55,6 @@ impl Default for Backoff {
             cap: Duration::from_secs(10),
         }
     }
-}
-
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl Backoff {

@@ -4,9 +4,9 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rampart_core::clock::Origin;
 use rampart_core::error::{ConfigError, validate};
 use serde::Deserialize;
-use tokio::time::Instant;
 
 /// The configuration of a [`RetryBudget`] (Envoy and Finagle style).
 ///
@@ -121,7 +121,7 @@ pub struct RetryBudget {
 }
 
 struct Inner {
-    base: Instant,
+    origin: Origin,
     ratio: f64,
     reserve: f64,
     ring: Mutex<Ring>,
@@ -134,7 +134,8 @@ pub struct BudgetSnapshot {
     pub first_tries: u64,
     /// Retries counted in the window.
     pub retries: u64,
-    /// Retries the budget would still pay for now.
+    /// Retries the budget allows at this moment (its allowance minus the
+    /// retries already withdrawn in the window).
     pub available: u64,
 }
 
@@ -148,7 +149,7 @@ impl RetryBudget {
         let bucket = c.window.as_nanos() / u128::from(c.buckets.max(1));
         Self {
             inner: Arc::new(Inner {
-                base: Instant::now(),
+                origin: Origin::new(),
                 ratio: c.ratio,
                 reserve: f64::from(c.min_per_second) * c.window.as_secs_f64(),
                 ring: Mutex::new(Ring::new(
@@ -160,7 +161,7 @@ impl RetryBudget {
     }
 
     fn now(&self) -> u64 {
-        u64::try_from(self.inner.base.elapsed().as_nanos()).unwrap_or(u64::MAX)
+        self.inner.origin.nanos()
     }
 
     fn ring(&self) -> std::sync::MutexGuard<'_, Ring> {

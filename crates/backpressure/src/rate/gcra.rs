@@ -15,7 +15,8 @@ use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 use std::time::Duration;
 
-use tokio::time::Instant;
+use rampart_core::clock::Origin;
+use rampart_core::clock::nanos;
 
 /// The verdict on one call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,21 +31,17 @@ pub(crate) enum Verdict {
 
 #[derive(Debug)]
 pub(crate) struct Gcra {
-    base: Instant,
+    origin: Origin,
     tat: AtomicU64,
     /// Nanoseconds per token.
     interval: AtomicU64,
     burst: AtomicU64,
 }
 
-pub(crate) fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
-
 impl Gcra {
     pub(crate) fn new(interval: Duration, burst: u32) -> Self {
         Self {
-            base: Instant::now(),
+            origin: Origin::new(),
             tat: AtomicU64::new(0),
             interval: AtomicU64::new(nanos(interval).max(1)),
             burst: AtomicU64::new(u64::from(burst.max(1))),
@@ -52,7 +49,7 @@ impl Gcra {
     }
 
     fn now(&self) -> u64 {
-        nanos(Instant::now().saturating_duration_since(self.base))
+        self.origin.nanos()
     }
 
     pub(crate) fn interval(&self) -> Duration {

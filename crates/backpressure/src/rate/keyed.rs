@@ -17,9 +17,9 @@ use tower_service::Service;
 
 use crate::rate::config::{RateLimitConfig, interval};
 use crate::rate::future::ResponseFuture;
-use crate::rate::gcra::nanos;
 use crate::rate::handle::Handle;
 use crate::rate::shared::Shared;
+use rampart_core::clock::nanos;
 
 /// Applies one rate limiter per key to services. Built by
 /// [`RateLimitConfig::build_keyed`].
