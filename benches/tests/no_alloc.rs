@@ -1,5 +1,6 @@
 //! The happy path allocates nothing per call: rampart's breaker (count and
-//! time window) and bulkhead, in front of a no-op service, make 10,000
+//! time window), bulkhead and retry (with timeouts), in front of a no-op
+//! service, make 10,000
 //! calls after a warm-up without a single new heap block.
 //!
 //! dhat counts every allocation of the process, so everything runs in one
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use rampart_breaker::BreakerConfig;
 use rampart_bulkhead::BulkheadConfig;
+use rampart_retry::RetryConfig;
 use tokio::runtime::Runtime;
 use tower::{Layer, Service, ServiceExt, service_fn};
 
@@ -114,5 +116,18 @@ fn happy_path_allocates_nothing_per_call() {
         blocks_per_run(&rt, bulkhead.layer(noop())),
         0,
         "rampart bulkhead: heap blocks allocated by {CALLS} calls"
+    );
+
+    // A retry layer with a per-try timeout and a deadline: its one timer
+    // lives inline in the response future, reset rather than reallocated.
+    let retry = RetryConfig::new()
+        .per_try_timeout(Duration::from_secs(1))
+        .deadline(Duration::from_secs(5))
+        .build()
+        .expect("valid retry config");
+    assert_eq!(
+        blocks_per_run(&rt, retry.layer(noop())),
+        0,
+        "rampart retry with timeouts: heap blocks allocated by {CALLS} calls"
     );
 }

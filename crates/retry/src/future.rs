@@ -27,7 +27,52 @@ pin_project! {
     {
         #[pin]
         state: State<S::Future>,
+        #[pin]
+        timer: Timer,
         r: Retrying<S, Req, C, S::Response>,
+    }
+}
+
+pin_project! {
+    /// The one timer of a call: the per-try timeout, the backoff, the
+    /// deadline, in turn. Kept inline (reset, not reallocated), created on
+    /// first use, so a call without timeouts never touches the timer wheel.
+    #[project = TimerProj]
+    enum Timer {
+        Off,
+        On { #[pin] sleep: Sleep, armed: bool },
+    }
+}
+
+impl Timer {
+    fn arm(mut self: Pin<&mut Self>, at: Instant) {
+        if let TimerProj::On { sleep, armed } = self.as_mut().project() {
+            sleep.reset(at);
+            *armed = true;
+            return;
+        }
+        self.set(Timer::On {
+            sleep: tokio::time::sleep_until(at),
+            armed: true,
+        });
+    }
+
+    fn disarm(self: Pin<&mut Self>) {
+        if let TimerProj::On { armed, .. } = self.project() {
+            *armed = false;
+        }
+    }
+
+    /// Ready once when the armed timer fires; pending while none is armed.
+    fn poll_fired(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        match self.project() {
+            TimerProj::On { sleep, armed } if *armed => {
+                ready!(sleep.poll(cx));
+                *armed = false;
+                Poll::Ready(())
+            }
+            _ => Poll::Pending,
+        }
     }
 }
 
@@ -51,8 +96,6 @@ struct Retrying<S, Req, C, T> {
     max_attempts: u32,
     /// When the deadline passes, and how long it was.
     deadline: Option<(Instant, Duration)>,
-    timer: Option<Pin<Box<Sleep>>>,
-    armed: bool,
     last: Option<Result<T, BoxError>>,
     prev_delay: Option<Duration>,
     rng: Option<Rng>,
@@ -61,7 +104,8 @@ struct Retrying<S, Req, C, T> {
 
 enum Step<T> {
     Return(Result<T, BoxError>),
-    Backoff,
+    /// Back off until this instant, then try again.
+    Backoff(Instant),
 }
 
 impl<S, Req, C> ResponseFuture<S, Req, C>
@@ -93,16 +137,22 @@ where
             attempt: 0,
             max_attempts,
             deadline,
-            timer: None,
-            armed: false,
             last: None,
             prev_delay: None,
             rng: None,
             span: tracing::Span::none(),
         };
-        let fut = r.start_try(req);
+        let (fut, until) = r.start_try(req);
+        let timer = match until {
+            Some(at) => Timer::On {
+                sleep: tokio::time::sleep_until(at),
+                armed: true,
+            },
+            None => Timer::Off,
+        };
         Self {
             state: State::Calling { fut },
+            timer,
             r,
         }
     }
@@ -113,7 +163,8 @@ where
     S: Service<Req, Response = T>,
     Req: Clone,
 {
-    fn start_try(&mut self, req: Req) -> S::Future {
+    /// Starts the next try; returns its future and when it times out.
+    fn start_try(&mut self, req: Req) -> (S::Future, Option<Instant>) {
         self.attempt += 1;
         self.shared.metrics.attempts.increment(1);
         self.span = tracing::debug_span!(
@@ -126,12 +177,8 @@ where
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        match until {
-            Some(at) => self.arm(at),
-            None => self.armed = false,
-        }
         let _entered = self.span.enter();
-        self.service.call(req)
+        (self.service.call(req), until)
     }
 
     /// The request for the next try: the kept copy itself for the last.
@@ -140,26 +187,6 @@ where
             self.request.take()
         } else {
             self.request.clone()
-        }
-    }
-
-    fn arm(&mut self, at: Instant) {
-        match &mut self.timer {
-            Some(t) => t.as_mut().reset(at),
-            None => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
-        }
-        self.armed = true;
-    }
-
-    /// Ready once when the armed timer fires; pending while none is armed.
-    fn poll_timer(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        match &mut self.timer {
-            Some(t) if self.armed => {
-                ready!(t.as_mut().poll(cx));
-                self.armed = false;
-                Poll::Ready(())
-            }
-            _ => Poll::Pending,
         }
     }
 
@@ -207,8 +234,7 @@ where
         tracing::debug!(name = %shared.name, attempt = self.attempt, ?delay, "retrying");
         self.prev_delay = Some(backoff);
         self.last = Some(result);
-        self.arm(now + delay);
-        Step::Backoff
+        Step::Backoff(now + delay)
     }
 }
 
@@ -237,7 +263,7 @@ where
                             (result.map_err(Into::into), decision)
                         }
                         Poll::Pending => {
-                            ready!(r.poll_timer(cx));
+                            ready!(this.timer.as_mut().poll_fired(cx));
                             if let Some(err) = r.deadline_passed() {
                                 return Poll::Ready(Err(err.into()));
                             }
@@ -247,18 +273,21 @@ where
                     };
                     match r.after(result, decision) {
                         Step::Return(result) => return Poll::Ready(result),
-                        Step::Backoff => this.state.set(State::Backoff),
+                        Step::Backoff(at) => {
+                            this.timer.as_mut().arm(at);
+                            this.state.set(State::Backoff);
+                        }
                     }
                 }
                 StateProj::Backoff => {
-                    ready!(r.poll_timer(cx));
+                    ready!(this.timer.as_mut().poll_fired(cx));
                     if let Some((at, _)) = r.deadline {
-                        r.arm(at);
+                        this.timer.as_mut().arm(at);
                     }
                     this.state.set(State::Ready);
                 }
                 StateProj::Ready => {
-                    if r.poll_timer(cx).is_ready() {
+                    if this.timer.as_mut().poll_fired(cx).is_ready() {
                         return Poll::Ready(r.take_last());
                     }
                     match r.service.poll_ready(cx) {
@@ -269,7 +298,11 @@ where
                     let Some(req) = r.next_request() else {
                         return Poll::Ready(r.take_last());
                     };
-                    let fut = r.start_try(req);
+                    let (fut, until) = r.start_try(req);
+                    match until {
+                        Some(at) => this.timer.as_mut().arm(at),
+                        None => this.timer.as_mut().disarm(),
+                    }
                     this.state.set(State::Calling { fut });
                 }
             }
