@@ -196,6 +196,7 @@ mod admission;
 mod error;
 pub mod queue;
 pub mod rate;
+mod sync;
 
 pub use adaptive::config::{AdaptiveLimitConfig, Algorithm, MAX_LIMIT};
 pub use adaptive::handle::Handle as AdaptiveHandle;

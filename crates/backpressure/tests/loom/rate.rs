@@ -1,0 +1,1 @@
+//! Model checks of the GCRA rate limiter and the queue.
