@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use http::HeaderName;
 use rampart_core::error::{ConfigError, validate};
 use serde::Deserialize;
 
@@ -29,6 +30,7 @@ pub const MAX_ATTEMPTS: u32 = 100;
 ///     deadline = "3s"
 ///     max_retry_after = "10s"
 ///     budget = { ratio = 0.1, min_per_second = 5, window = "10s" }
+///     deadline_header = "x-request-timeout-ms"
 /// "#).unwrap();
 /// let layer = cfg.build().unwrap();
 /// # let _ = layer;
@@ -46,6 +48,7 @@ pub struct RetryConfig {
     #[serde(with = "rampart_core::duration::option")]
     pub(crate) deadline: Option<Duration>,
     pub(crate) budget: Option<BudgetConfig>,
+    pub(crate) deadline_header: Option<String>,
     pub(crate) seed: Option<u64>,
 }
 
@@ -59,6 +62,7 @@ impl Default for RetryConfig {
             per_try_timeout: None,
             deadline: None,
             budget: Some(BudgetConfig::default()),
+            deadline_header: None,
             seed: None,
         }
     }
@@ -129,6 +133,18 @@ impl RetryConfig {
         self
     }
 
+    /// Tell the upstream how long each try has (the shorter of the per-try
+    /// timeout and what is left of the deadline) in this header, in whole
+    /// milliseconds, for HTTP requests that are not gRPC (see
+    /// [`RetryLayer::for_http`]; gRPC requests always get `grpc-timeout`).
+    /// A shorter value already on the request is kept. Envoy's equivalent
+    /// is `x-envoy-expected-rq-timeout-ms`. Defaults to none: plain HTTP
+    /// requests get no deadline header.
+    pub fn deadline_header(mut self, name: impl Into<String>) -> Self {
+        self.deadline_header = Some(name.into());
+        self
+    }
+
     /// Seed the jitter's random numbers, so that a test repeats. Defaults
     /// to a seed drawn per layer.
     pub fn seed(mut self, seed: u64) -> Self {
@@ -175,6 +191,22 @@ impl RetryConfig {
         if let Some(b) = &self.budget {
             b.check(true)?;
         }
+        self.deadline_header_name()?;
         Ok(())
+    }
+
+    /// The deadline header as a header name, refused when it is not one.
+    pub(crate) fn deadline_header_name(&self) -> Result<Option<HeaderName>, ConfigError> {
+        self.deadline_header
+            .as_deref()
+            .map(|name| {
+                HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                    ConfigError::new(
+                        "deadline_header",
+                        format!("not a valid header name: {name:?}"),
+                    )
+                })
+            })
+            .transpose()
     }
 }

@@ -15,13 +15,13 @@ use tower_service::Service;
 use crate::backoff::Rng;
 use crate::error::{DeadlineExceeded, TryTimeout};
 use crate::layer::Shared;
-use crate::policy::RetryOverride;
+use crate::policy::{ReplayPolicy, RetryOverride};
 
 pin_project! {
     /// The future of a call through a retry layer: makes the tries, waits
     /// out the backoffs and returns the first final outcome. Dropping it
     /// cancels the try in flight.
-    pub struct ResponseFuture<S, Req, C>
+    pub struct ResponseFuture<S, Req, C, P>
     where
         S: Service<Req>,
     {
@@ -29,7 +29,7 @@ pin_project! {
         state: State<S::Future>,
         #[pin]
         timer: Timer,
-        r: Retrying<S, Req, C, S::Response>,
+        r: Retrying<S, Req, C, P, S::Response>,
     }
 }
 
@@ -86,12 +86,13 @@ pin_project! {
 }
 
 /// Everything but the try in flight.
-struct Retrying<S, Req, C, T> {
+struct Retrying<S, Req, C, P, T> {
     service: S,
     /// A copy to replay; `None` when the request may not be replayed.
     request: Option<Req>,
     shared: Arc<Shared>,
     classifier: C,
+    policy: P,
     attempt: u32,
     max_attempts: u32,
     /// When the deadline passes, and how long it was.
@@ -108,9 +109,10 @@ enum Step<T> {
     Backoff(Instant),
 }
 
-impl<S, Req, C> ResponseFuture<S, Req, C>
+impl<S, Req, C, P> ResponseFuture<S, Req, C, P>
 where
     S: Service<Req>,
+    P: ReplayPolicy<Req>,
     Req: Clone,
 {
     pub(crate) fn start(
@@ -120,6 +122,7 @@ where
         replayable: bool,
         overrides: RetryOverride,
         classifier: C,
+        policy: P,
     ) -> Self {
         let max_attempts = overrides.max_attempts.unwrap_or(shared.max_attempts).max(1);
         let deadline = overrides
@@ -134,6 +137,7 @@ where
             request: (replayable && max_attempts > 1).then(|| req.clone()),
             shared: Arc::clone(shared),
             classifier,
+            policy,
             attempt: 0,
             max_attempts,
             deadline,
@@ -158,13 +162,15 @@ where
     }
 }
 
-impl<S, Req, C, T> Retrying<S, Req, C, T>
+impl<S, Req, C, P, T> Retrying<S, Req, C, P, T>
 where
     S: Service<Req, Response = T>,
+    P: ReplayPolicy<Req>,
     Req: Clone,
 {
-    /// Starts the next try; returns its future and when it times out.
-    fn start_try(&mut self, req: Req) -> (S::Future, Option<Instant>) {
+    /// Starts the next try, telling the upstream how long it has; returns
+    /// its future and when it times out.
+    fn start_try(&mut self, mut req: Req) -> (S::Future, Option<Instant>) {
         self.attempt += 1;
         self.shared.metrics.attempts.increment(1);
         self.span = tracing::debug_span!(
@@ -172,10 +178,22 @@ where
             attempt = self.attempt,
             name = %self.shared.name
         );
-        let per_try = self.shared.per_try_timeout.map(|d| Instant::now() + d);
-        let until = match (per_try, self.deadline.map(|(at, _)| at)) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        let deadline = self.deadline.map(|(at, _)| at);
+        let until = if self.shared.per_try_timeout.is_some() || deadline.is_some() {
+            let now = Instant::now();
+            let per_try = self.shared.per_try_timeout.map(|d| now + d);
+            let until = match (per_try, deadline) {
+                (Some(a), Some(b)) => a.min(b),
+                (a, b) => a.or(b).unwrap_or(now),
+            };
+            self.policy.propagate_deadline(
+                &mut req,
+                until.saturating_duration_since(now),
+                self.shared.deadline_header.as_ref(),
+            );
+            Some(until)
+        } else {
+            None
         };
         let _entered = self.span.enter();
         (self.service.call(req), until)
@@ -238,11 +256,12 @@ where
     }
 }
 
-impl<S, Req, C> Future for ResponseFuture<S, Req, C>
+impl<S, Req, C, P> Future for ResponseFuture<S, Req, C, P>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
     C: Classify<S::Response, S::Error>,
+    P: ReplayPolicy<Req>,
     Req: Clone,
 {
     type Output = Result<S::Response, BoxError>;
@@ -310,7 +329,7 @@ where
     }
 }
 
-impl<S, Req, C> fmt::Debug for ResponseFuture<S, Req, C>
+impl<S, Req, C, P> fmt::Debug for ResponseFuture<S, Req, C, P>
 where
     S: Service<Req>,
 {

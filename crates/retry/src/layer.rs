@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use http::HeaderName;
 use metrics::Counter;
 use rampart_core::classify::{HttpClassifier, ResultClassifier};
 use rampart_core::metric_name;
@@ -129,6 +130,7 @@ pub(crate) struct Shared {
     pub(crate) per_try_timeout: Option<Duration>,
     pub(crate) deadline: Option<Duration>,
     pub(crate) budget: Option<RetryBudget>,
+    pub(crate) deadline_header: Option<HeaderName>,
     seeds: AtomicU64,
     pub(crate) metrics: Metrics,
 }
@@ -158,6 +160,8 @@ impl Shared {
             per_try_timeout: config.per_try_timeout,
             deadline: config.deadline,
             budget: config.budget.as_ref().map(RetryBudget::from_config),
+            // Checked by `RetryConfig::validate` before the layer is built.
+            deadline_header: config.deadline_header_name().ok().flatten(),
             seeds: AtomicU64::new(seed),
             metrics: Metrics {
                 attempts: metrics::counter!(
@@ -182,6 +186,7 @@ impl Shared {
             per_try_timeout: self.per_try_timeout,
             deadline: self.deadline,
             budget,
+            deadline_header: self.deadline_header.clone(),
             seeds: AtomicU64::new(self.seeds.load(Ordering::Relaxed)),
             metrics: self.metrics.clone(),
         }

@@ -56,6 +56,7 @@
 //! | replay only replayable requests | [`RetryLayer::replay_policy`], [`RetryLayer::for_http`] |
 //! | `Retry-After` honoured when longer than our backoff, up to a cap | [`RetryConfig::max_retry_after`] |
 //! | per-try timeout, overall deadline | [`RetryConfig::per_try_timeout`], [`RetryConfig::deadline`] |
+//! | the time a try has left, sent upstream (`grpc-timeout`, or a header) | [`RetryConfig::deadline_header`], [`ReplayPolicy::propagate_deadline`] |
 //! | retry budget (a ratio of first tries plus a floor per second), shareable | [`RetryConfig::budget`], [`RetryBudget`], [`RetryLayer::with_budget`] |
 //! | per-request attempts and deadline | [`RetryOverride`] in an `http::Request`'s extensions |
 //!

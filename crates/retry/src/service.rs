@@ -45,12 +45,12 @@ where
     S: Service<Req> + Clone,
     S::Error: Into<BoxError>,
     C: Classify<S::Response, S::Error> + Clone,
-    P: ReplayPolicy<Req>,
+    P: ReplayPolicy<Req> + Clone,
     Req: Clone,
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = ResponseFuture<S, Req, C>;
+    type Future = ResponseFuture<S, Req, C, P>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -69,6 +69,7 @@ where
             replayable,
             overrides,
             self.classifier.clone(),
+            self.policy.clone(),
         )
     }
 }
