@@ -43,6 +43,7 @@ use rampart_retry::RetryConfig;
 use tokio::runtime::Runtime;
 use tower::buffer::Buffer;
 use tower::limit::ConcurrencyLimitLayer;
+use tower::retry::budget::{Budget, TpsBudget};
 use tower::timeout::TimeoutLayer;
 use tower::{Layer, Service, ServiceExt, service_fn};
 use tower_resilience::bulkhead::BulkheadLayer as TrBulkheadLayer;
@@ -305,8 +306,64 @@ fn rampart_retry() -> impl Service<(), Error: std::fmt::Debug> + Clone + Send {
         .layer(noop())
 }
 
+/// Rampart's retry without a budget: only `max_attempts` limits retries.
+fn rampart_retry_no_budget() -> impl Service<(), Error: std::fmt::Debug> + Clone + Send {
+    RetryConfig::new()
+        .no_budget()
+        .build()
+        .expect("valid retry config")
+        .layer(noop())
+}
+
+/// tower's retry with its own budget, written as tower's documentation
+/// writes it (`tower::retry::budget`): deposit on success, withdraw before
+/// a retry, at most 3 tries. The same work as `rampart_no_retry` (a budget
+/// deposit per call), so the two compare like with like.
+#[derive(Clone)]
+struct BudgetedRetry {
+    budget: Arc<TpsBudget>,
+    retries_left: u32,
+}
+
+impl BudgetedRetry {
+    fn new() -> Self {
+        Self {
+            // tower's defaults in spirit: 10 s window, 10/s floor, 20 %
+            budget: Arc::new(TpsBudget::new(Duration::from_secs(10), 10, 0.2)),
+            retries_left: 2,
+        }
+    }
+}
+
+impl<Req: Clone, Res, E> tower::retry::Policy<Req, Res, E> for BudgetedRetry {
+    type Future = Ready<()>;
+
+    fn retry(&mut self, _req: &mut Req, result: &mut Result<Res, E>) -> Option<Self::Future> {
+        match result {
+            Ok(_) => {
+                self.budget.deposit();
+                None
+            }
+            Err(_) if self.retries_left > 0 && self.budget.withdraw() => {
+                self.retries_left -= 1;
+                Some(std::future::ready(()))
+            }
+            Err(_) => None,
+        }
+    }
+
+    fn clone_request(&mut self, req: &Req) -> Option<Req> {
+        Some(req.clone())
+    }
+}
+
+/// tower's `Retry` with [`BudgetedRetry`].
+fn tower_retry() -> impl Service<(), Error: std::fmt::Debug> + Clone + Send {
+    tower::retry::RetryLayer::new(BudgetedRetry::new()).layer(noop())
+}
+
 /// The smallest tower retry policy: clone the request, never retry a
-/// success (and, here, nothing fails).
+/// success (and, here, nothing fails). No budget, no attempt count.
 #[derive(Clone, Copy)]
 struct NeverRetry;
 
@@ -323,7 +380,7 @@ impl<Req: Clone, Res, E> tower::retry::Policy<Req, Res, E> for NeverRetry {
 }
 
 /// tower's `Retry` with [`NeverRetry`].
-fn tower_retry() -> impl Service<(), Error: std::fmt::Debug> + Clone + Send {
+fn tower_retry_no_budget() -> impl Service<(), Error: std::fmt::Debug> + Clone + Send {
     tower::retry::RetryLayer::new(NeverRetry).layer(noop())
 }
 
@@ -625,6 +682,18 @@ fn retry(c: &mut Criterion) {
     bench_service(&mut group, &rt, "bare", noop());
     bench_service(&mut group, &rt, "rampart_no_retry", rampart_retry());
     bench_service(&mut group, &rt, "tower_retry", tower_retry());
+    bench_service(
+        &mut group,
+        &rt,
+        "rampart_no_budget",
+        rampart_retry_no_budget(),
+    );
+    bench_service(
+        &mut group,
+        &rt,
+        "tower_retry_no_budget",
+        tower_retry_no_budget(),
+    );
     bench_service(
         &mut group,
         &rt,

@@ -50,6 +50,8 @@ const GROUPS: &[(&str, &[&str])] = &[
             "rampart_no_retry",
             "tower_retry",
             "tower_resilience",
+            "rampart_no_budget",
+            "tower_retry_no_budget",
         ],
     ),
     ("timeout", &["bare", "rampart", "tower_timeout"]),
@@ -268,7 +270,7 @@ fn render(figures: &Figures) -> String {
     let rate_global = overhead("rate_limit", "rampart_global");
     let issue3 = [
         Target {
-            what: "retry `rampart_no_retry` overhead ÷ `tower_retry` overhead",
+            what: "retry `rampart_no_retry` overhead ÷ `tower_retry` overhead (both with a budget)",
             ratio: ratio(
                 overhead("retry", "rampart_no_retry"),
                 overhead("retry", "tower_retry"),
@@ -335,6 +337,13 @@ fn render(figures: &Figures) -> String {
             ratio(
                 overhead("retry", "rampart_no_retry"),
                 overhead("retry", "tower_resilience"),
+            ),
+        ),
+        (
+            "retry `rampart_no_budget` overhead ÷ `tower_retry_no_budget` overhead",
+            ratio(
+                overhead("retry", "rampart_no_budget"),
+                overhead("retry", "tower_retry_no_budget"),
             ),
         ),
         (

@@ -1,6 +1,7 @@
 //! The retry budget: retries may add at most a share on top of first tries.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -66,8 +67,8 @@ impl BudgetConfig {
         self
     }
 
-    /// Count tries over the last `window`, in `buckets` buckets (1–3600;
-    /// the window slides a bucket at a time). Defaults to 10 s in 10
+    /// Count tries over the last `window`, in `buckets` buckets (1–3600,
+    /// each at least 1 ms long; the window slides a bucket at a time). Defaults to 10 s in 10
     /// buckets.
     pub fn window(mut self, window: Duration, buckets: u32) -> Self {
         self.window = window;
@@ -93,10 +94,14 @@ impl BudgetConfig {
         let buckets = name("buckets", "budget.buckets");
         validate::non_zero(buckets, self.buckets)?;
         validate::at_most(buckets, u64::from(self.buckets), 3600)?;
-        if self.window.as_nanos() < u128::from(self.buckets) {
+        if self.window.as_millis() < u128::from(self.buckets) {
             return Err(ConfigError::new(
                 buckets,
-                "must not exceed the window's length in nanoseconds",
+                format!(
+                    "buckets must be at least 1 ms long: at most {} for a window of {:?}",
+                    self.window.as_millis(),
+                    self.window
+                ),
             ));
         }
         Ok(())
@@ -115,16 +120,14 @@ impl BudgetConfig {
 /// cannot pay for is not made, and the caller gets the last real outcome.
 /// Clones share one account, so several retry layers (for example one per
 /// route to the same upstream) can draw on one budget.
+///
+/// A deposit (one per call, on the hot path) is one clock read and one
+/// compare-and-swap on its time bucket, with no lock; a withdrawal (one per
+/// retry, rare) sums the buckets and takes a short lock, so that two
+/// retries racing for the last unit cannot both be paid.
 #[derive(Clone)]
 pub struct RetryBudget {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    origin: Origin,
-    ratio: f64,
-    reserve: f64,
-    ring: Mutex<Ring>,
+    inner: Arc<Account>,
 }
 
 /// What a budget holds at one moment.
@@ -146,17 +149,8 @@ impl RetryBudget {
     }
 
     pub(crate) fn from_config(c: &BudgetConfig) -> Self {
-        let bucket = c.window.as_nanos() / u128::from(c.buckets.max(1));
         Self {
-            inner: Arc::new(Inner {
-                origin: Origin::new(),
-                ratio: c.ratio,
-                reserve: f64::from(c.min_per_second) * c.window.as_secs_f64(),
-                ring: Mutex::new(Ring::new(
-                    u64::try_from(bucket).unwrap_or(u64::MAX).max(1),
-                    c.buckets.max(1),
-                )),
-            }),
+            inner: Arc::new(Account::new(c)),
         }
     }
 
@@ -164,37 +158,19 @@ impl RetryBudget {
         self.inner.origin.nanos()
     }
 
-    fn ring(&self) -> std::sync::MutexGuard<'_, Ring> {
-        match self.inner.ring.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        }
-    }
-
     /// Records a first try.
     pub fn deposit(&self) {
-        let now = self.now();
-        self.ring().deposit(now);
+        self.inner.deposit(self.now());
     }
 
     /// Takes one retry from the budget; `false` when it is spent.
     pub fn try_withdraw(&self) -> bool {
-        let now = self.now();
-        self.ring()
-            .try_withdraw(now, self.inner.ratio, self.inner.reserve)
+        self.inner.try_withdraw(self.now())
     }
 
     /// The counts in the window now.
     pub fn snapshot(&self) -> BudgetSnapshot {
-        let now = self.now();
-        let mut ring = self.ring();
-        ring.advance(now);
-        let allowance = ring.allowance(self.inner.ratio, self.inner.reserve);
-        BudgetSnapshot {
-            first_tries: ring.deposits,
-            retries: ring.withdrawals,
-            available: allowance.saturating_sub(ring.withdrawals),
-        }
+        self.inner.snapshot(self.now())
     }
 }
 
@@ -207,55 +183,88 @@ impl fmt::Debug for RetryBudget {
     }
 }
 
-// === impl Ring ===
+// === impl Account ===
 
-/// Deposits and withdrawals of the last `len` buckets, with running totals.
-/// Time is nanoseconds since the budget was made.
-#[derive(Debug)]
-pub(crate) struct Ring {
+/// Bits of a deposit slot holding its count; the rest hold its bucket.
+const COUNT_BITS: u32 = 24;
+const COUNT_MAX: u64 = (1 << COUNT_BITS) - 1;
+/// Bucket numbers are kept modulo 2^40: with buckets of at least 1 ms (see
+/// [`BudgetConfig::validate`]) a slot would have to sit untouched for 34
+/// years to be mistaken for a live one.
+const EPOCH_MASK: u64 = (1 << (64 - COUNT_BITS)) - 1;
+
+/// The account behind a [`RetryBudget`]. Time is nanoseconds since it was
+/// made, passed in, so that tests can drive it.
+pub(crate) struct Account {
+    origin: Origin,
+    ratio: f64,
+    reserve: f64,
     bucket_nanos: u64,
-    slots: Box<[(u64, u64)]>,
-    /// Absolute index (`now / bucket_nanos`) of the newest bucket.
-    head: u64,
-    deposits: u64,
-    withdrawals: u64,
+    /// One slot per bucket of the window: the bucket's number (modulo
+    /// 2^40) in the high bits, its first tries (saturating at 2^24 - 1,
+    /// which only under-credits) in the low ones.
+    deposits: Box<[AtomicU64]>,
+    /// Retries per bucket; the lock also serialises withdrawals.
+    withdrawals: Mutex<Ring>,
 }
 
-impl Ring {
-    pub(crate) fn new(bucket_nanos: u64, buckets: u32) -> Self {
+impl Account {
+    pub(crate) fn new(c: &BudgetConfig) -> Self {
+        let buckets = c.buckets.max(1);
+        let bucket = c.window.as_nanos() / u128::from(buckets);
         Self {
-            bucket_nanos,
-            slots: vec![(0, 0); buckets as usize].into_boxed_slice(),
-            head: 0,
-            deposits: 0,
-            withdrawals: 0,
+            origin: Origin::new(),
+            ratio: c.ratio,
+            reserve: f64::from(c.min_per_second) * c.window.as_secs_f64(),
+            bucket_nanos: u64::try_from(bucket).unwrap_or(u64::MAX).max(1),
+            deposits: (0..buckets).map(|_| AtomicU64::new(0)).collect(),
+            withdrawals: Mutex::new(Ring::new(buckets)),
         }
     }
 
     fn len(&self) -> u64 {
-        self.slots.len() as u64
+        self.deposits.len() as u64
     }
 
-    /// Moves the head to `now`'s bucket, emptying the buckets that left
-    /// the window (at most one pass over the ring).
-    fn advance(&mut self, now: u64) -> usize {
+    pub(crate) fn deposit(&self, now: u64) {
         let idx = now / self.bucket_nanos;
-        if idx > self.head {
-            let first = (self.head + 1).max(idx.saturating_sub(self.len() - 1));
-            for j in first..=idx {
-                let slot = (j % self.len()) as usize;
-                let (d, w) = std::mem::take(&mut self.slots[slot]);
-                self.deposits -= d;
-                self.withdrawals -= w;
+        let epoch = idx & EPOCH_MASK;
+        let slot = &self.deposits[(idx % self.len()) as usize];
+        let mut cur = slot.load(Ordering::Relaxed);
+        loop {
+            let age = epoch.wrapping_sub(cur >> COUNT_BITS) & EPOCH_MASK;
+            let next = if age == 0 || age > EPOCH_MASK / 2 {
+                // This bucket, or a newer one a later clock reading already
+                // started (this thread was descheduled): count it there.
+                if cur & COUNT_MAX == COUNT_MAX {
+                    return;
+                }
+                cur + 1
+            } else {
+                // A bucket that has left the window: start this one.
+                (epoch << COUNT_BITS) | 1
+            };
+            match slot.compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return,
+                Err(actual) => cur = actual,
             }
-            self.head = idx;
         }
-        (self.head % self.len()) as usize
+    }
+
+    /// First tries in the window ending with bucket `idx`.
+    fn deposited(&self, idx: u64) -> u64 {
+        let epoch = idx & EPOCH_MASK;
+        self.deposits
+            .iter()
+            .map(|slot| slot.load(Ordering::Relaxed))
+            .filter(|v| (epoch.wrapping_sub(v >> COUNT_BITS) & EPOCH_MASK) < self.len())
+            .map(|v| v & COUNT_MAX)
+            .sum()
     }
 
     /// Retries the window pays for in all.
-    fn allowance(&self, ratio: f64, reserve: f64) -> u64 {
-        let a = ratio * self.deposits as f64 + reserve;
+    fn allowance(&self, deposited: u64) -> u64 {
+        let a = self.ratio * deposited as f64 + self.reserve;
         if a >= u64::MAX as f64 {
             u64::MAX
         } else {
@@ -263,20 +272,80 @@ impl Ring {
         }
     }
 
-    pub(crate) fn deposit(&mut self, now: u64) {
-        let slot = self.advance(now);
-        self.slots[slot].0 += 1;
-        self.deposits += 1;
+    fn ring(&self) -> std::sync::MutexGuard<'_, Ring> {
+        self.withdrawals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    pub(crate) fn try_withdraw(&mut self, now: u64, ratio: f64, reserve: f64) -> bool {
-        let slot = self.advance(now);
-        if self.withdrawals >= self.allowance(ratio, reserve) {
+    pub(crate) fn try_withdraw(&self, now: u64) -> bool {
+        let idx = now / self.bucket_nanos;
+        let mut ring = self.ring();
+        ring.advance(idx);
+        if ring.total >= self.allowance(self.deposited(idx)) {
             return false;
         }
-        self.slots[slot].1 += 1;
-        self.withdrawals += 1;
+        ring.add(idx);
         true
+    }
+
+    pub(crate) fn snapshot(&self, now: u64) -> BudgetSnapshot {
+        let idx = now / self.bucket_nanos;
+        let mut ring = self.ring();
+        ring.advance(idx);
+        let first_tries = self.deposited(idx);
+        BudgetSnapshot {
+            first_tries,
+            retries: ring.total,
+            available: self.allowance(first_tries).saturating_sub(ring.total),
+        }
+    }
+}
+
+// === impl Ring ===
+
+/// Retries in the last `len` buckets, with a running total.
+#[derive(Debug)]
+struct Ring {
+    slots: Box<[u64]>,
+    /// Number of the newest bucket.
+    head: u64,
+    total: u64,
+}
+
+impl Ring {
+    fn new(buckets: u32) -> Self {
+        Self {
+            slots: vec![0; buckets as usize].into_boxed_slice(),
+            head: 0,
+            total: 0,
+        }
+    }
+
+    fn len(&self) -> u64 {
+        self.slots.len() as u64
+    }
+
+    /// Moves the head to bucket `idx`, emptying the buckets that left the
+    /// window (at most one pass over the ring).
+    fn advance(&mut self, idx: u64) {
+        if idx > self.head {
+            let first = (self.head + 1).max(idx.saturating_sub(self.len() - 1));
+            for j in first..=idx {
+                let slot = (j % self.len()) as usize;
+                self.total -= std::mem::take(&mut self.slots[slot]);
+            }
+            self.head = idx;
+        }
+    }
+
+    fn add(&mut self, idx: u64) {
+        // A withdrawal timed before the head (a stale clock reading) is
+        // counted in the head's bucket: it lives a little longer, which
+        // can only make the budget stricter.
+        let slot = (idx.max(self.head) % self.len()) as usize;
+        self.slots[slot] += 1;
+        self.total += 1;
     }
 }
 
@@ -291,11 +360,20 @@ mod tests {
         Retry,
     }
 
+    fn account(ratio: f64, min_per_second: u32, buckets: u32) -> Account {
+        Account::new(
+            &BudgetConfig::new()
+                .ratio(ratio)
+                .min_per_second(min_per_second)
+                .window(Duration::from_secs(1), buckets),
+        )
+    }
+
     proptest! {
         /// For any interleaving of first tries, retries and time gaps, the
         /// retries counted in the window never exceed what the window pays
-        /// for, and a retry is refused only when paying for it would
-        /// overspend.
+        /// for, a retry is refused only when paying for it would overspend,
+        /// and the counts match a naive recount of the window.
         #[test]
         fn never_overspent(
             ratio in 0.0f64..=10.0,
@@ -306,10 +384,9 @@ mod tests {
                 0..300,
             ),
         ) {
-            let window = Duration::from_secs(1);
             let bucket = 1_000_000_000 / u64::from(buckets);
-            let reserve = f64::from(min_per_second) * window.as_secs_f64();
-            let mut ring = Ring::new(bucket, buckets);
+            let reserve = f64::from(min_per_second);
+            let budget = account(ratio, min_per_second, buckets);
             let mut now = 0u64;
             let mut log: Vec<(u64, Op)> = Vec::new();
             for (op, gap) in ops {
@@ -322,14 +399,14 @@ mod tests {
                 };
                 match op {
                     Op::FirstTry => {
-                        ring.deposit(now);
+                        budget.deposit(now);
                         log.push((now, op));
                     }
                     Op::Retry => {
                         let deposits = live(&log, |o| matches!(o, Op::FirstTry));
                         let before = live(&log, |o| matches!(o, Op::Retry));
                         let allowed = (before + 1) as f64 <= ratio * deposits as f64 + reserve;
-                        let paid = ring.try_withdraw(now, ratio, reserve);
+                        let paid = budget.try_withdraw(now);
                         prop_assert_eq!(paid, allowed);
                         if paid {
                             log.push((now, op));
@@ -338,10 +415,50 @@ mod tests {
                         }
                     }
                 }
-                prop_assert_eq!(ring.deposits, live(&log, |o| matches!(o, Op::FirstTry)));
-                prop_assert_eq!(ring.withdrawals, live(&log, |o| matches!(o, Op::Retry)));
+                let snap = budget.snapshot(now);
+                prop_assert_eq!(snap.first_tries, live(&log, |o| matches!(o, Op::FirstTry)));
+                prop_assert_eq!(snap.retries, live(&log, |o| matches!(o, Op::Retry)));
             }
         }
+    }
+
+    /// Threads racing to deposit and withdraw never get more retries paid
+    /// than the deposits allow, and no deposit is lost.
+    #[test]
+    fn racing_threads_never_overspend() {
+        let budget = Arc::new(account(0.5, 0, 1));
+        let paid = std::sync::atomic::AtomicU64::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..10_000 {
+                        budget.deposit(0);
+                        if budget.try_withdraw(0) {
+                            paid.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        });
+        let snap = budget.snapshot(0);
+        assert_eq!(snap.first_tries, 40_000);
+        assert_eq!(snap.retries, paid.load(Ordering::Relaxed));
+        assert!(snap.retries <= 20_000);
+        // Each thread withdraws after its deposit, so at least every
+        // other deposit pays for a retry once the ratio allows it.
+        assert!(snap.retries >= 19_000, "{snap:?}");
+    }
+
+    #[test]
+    fn a_full_bucket_saturates_instead_of_wrapping() {
+        let budget = account(1.0, 0, 1);
+        let slot = &budget.deposits[0];
+        slot.store(COUNT_MAX, Ordering::Relaxed);
+        budget.deposit(0);
+        assert_eq!(budget.snapshot(0).first_tries, COUNT_MAX);
+        // the next window starts afresh
+        budget.deposit(1_000_000_000);
+        assert_eq!(budget.snapshot(1_000_000_000).first_tries, 1);
     }
 
     #[test]
@@ -360,5 +477,16 @@ mod tests {
             .build()
             .unwrap_err();
         assert_eq!(err.field(), "buckets");
+        let err = BudgetConfig::new()
+            .window(Duration::from_millis(5), 6)
+            .build()
+            .unwrap_err();
+        assert_eq!(err.field(), "buckets", "buckets under 1 ms");
+        assert!(
+            BudgetConfig::new()
+                .window(Duration::from_millis(5), 5)
+                .build()
+                .is_ok()
+        );
     }
 }
