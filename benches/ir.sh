@@ -12,7 +12,7 @@ count() {
 }
 printf '| layer | instructions per call | over bare |\n|---|---:|---:|\n'
 bare=""
-for layer in bare breaker_count breaker_time bulkhead tower_concurrency_limit; do
+for layer in ${LAYERS:-bare breaker_count breaker_time bulkhead tower_concurrency_limit retry retry_no_budget tower_retry rate_limit}; do
     a=$(count "$layer" 10000)
     b=$(count "$layer" 20000)
     per=$(( (b - a) / 10000 ))

@@ -43,13 +43,16 @@ use rampart_retry::RetryConfig;
 use tokio::runtime::Runtime;
 use tower::buffer::Buffer;
 use tower::limit::ConcurrencyLimitLayer;
-use tower::retry::budget::{Budget, TpsBudget};
 use tower::timeout::TimeoutLayer;
 use tower::{Layer, Service, ServiceExt, service_fn};
 use tower_resilience::bulkhead::BulkheadLayer as TrBulkheadLayer;
 use tower_resilience::circuitbreaker::{CircuitBreakerLayer, SlidingWindowType};
 use tower_resilience::ratelimiter::RateLimiterLayer as TrRateLimiterLayer;
 use tower_resilience::retry::RetryLayer as TrRetryLayer;
+
+#[path = "../peers/tower_retry.rs"]
+mod tower_retry_peer;
+use tower_retry_peer::BudgetedRetry;
 
 /// Calls made on an instance before the `breaker_time_window_aged` group
 /// measures it.
@@ -313,48 +316,6 @@ fn rampart_retry_no_budget() -> impl Service<(), Error: std::fmt::Debug> + Clone
         .build()
         .expect("valid retry config")
         .layer(noop())
-}
-
-/// tower's retry with its own budget, written as tower's documentation
-/// writes it (`tower::retry::budget`): deposit on success, withdraw before
-/// a retry, at most 3 tries. The same work as `rampart_no_retry` (a budget
-/// deposit per call), so the two compare like with like.
-#[derive(Clone)]
-struct BudgetedRetry {
-    budget: Arc<TpsBudget>,
-    retries_left: u32,
-}
-
-impl BudgetedRetry {
-    fn new() -> Self {
-        Self {
-            // tower's defaults in spirit: 10 s window, 10/s floor, 20 %
-            budget: Arc::new(TpsBudget::new(Duration::from_secs(10), 10, 0.2)),
-            retries_left: 2,
-        }
-    }
-}
-
-impl<Req: Clone, Res, E> tower::retry::Policy<Req, Res, E> for BudgetedRetry {
-    type Future = Ready<()>;
-
-    fn retry(&mut self, _req: &mut Req, result: &mut Result<Res, E>) -> Option<Self::Future> {
-        match result {
-            Ok(_) => {
-                self.budget.deposit();
-                None
-            }
-            Err(_) if self.retries_left > 0 && self.budget.withdraw() => {
-                self.retries_left -= 1;
-                Some(std::future::ready(()))
-            }
-            Err(_) => None,
-        }
-    }
-
-    fn clone_request(&mut self, req: &Req) -> Option<Req> {
-        Some(req.clone())
-    }
 }
 
 /// tower's `Retry` with [`BudgetedRetry`].

@@ -4,7 +4,7 @@
 //!
 //! `cargo run --release -p rampart-benches --example ir_probe -- LAYER N`
 //! with LAYER one of `bare`, `breaker_count`, `breaker_time`, `bulkhead`,
-//! `tower_concurrency_limit`.
+//! `tower_concurrency_limit`, `retry`, `retry_no_budget`, `tower_retry`, `rate_limit`.
 #![allow(
     clippy::print_stderr,
     reason = "a command-line probe reports usage errors"
@@ -15,6 +15,9 @@ use std::future::{Ready, ready};
 use std::time::Duration;
 
 use tower::{Layer, Service, ServiceExt, service_fn};
+
+#[path = "../peers/tower_retry.rs"]
+mod tower_retry_peer;
 
 /// The no-op inner service of every layer, as in the criterion bench.
 fn noop_call(_req: ()) -> Ready<Result<(), Infallible>> {
@@ -74,6 +77,33 @@ fn main() {
                     n,
                 )
                 .await;
+            }
+            "retry" => {
+                let layer = rampart_retry::RetryConfig::new().build().expect("valid");
+                run(layer.layer(inner), n).await;
+            }
+            "retry_no_budget" => {
+                let layer = rampart_retry::RetryConfig::new()
+                    .no_budget()
+                    .build()
+                    .expect("valid");
+                run(layer.layer(inner), n).await;
+            }
+            "tower_retry" => {
+                run(
+                    tower::retry::RetryLayer::new(tower_retry_peer::BudgetedRetry::new())
+                        .layer(inner),
+                    n,
+                )
+                .await;
+            }
+            "rate_limit" => {
+                let layer = rampart_backpressure::RateLimitConfig::new()
+                    .rate(1_000_000_000, Duration::from_secs(1))
+                    .burst(1_000_000_000)
+                    .build()
+                    .expect("valid");
+                run(layer.layer(inner), n).await;
             }
             other => {
                 eprintln!("unknown layer {other:?}");
