@@ -198,8 +198,9 @@ pub mod queue;
 pub mod rate;
 mod sync;
 
-pub use adaptive::config::{AdaptiveLimitConfig, Algorithm, MAX_LIMIT};
+pub use adaptive::config::{AdaptiveLimitConfig, Algorithm, MAX_LIMIT, MAX_LONG_WINDOW, QueueSize};
 pub use adaptive::handle::Handle as AdaptiveHandle;
+pub use adaptive::keyed::{KeyedAdaptiveLimit, KeyedAdaptiveLimitHandle, KeyedAdaptiveLimitLayer};
 pub use adaptive::service::{AdaptiveLimit, AdaptiveLimitLayer};
 pub use admission::Admission;
 pub use error::{Overloaded, QueueClosed, Reason};

@@ -17,6 +17,7 @@ type Mock = mock::Mock<&'static str, &'static str>;
 type MockHandle = mock::Handle<&'static str, &'static str>;
 
 const MS: Duration = Duration::from_millis(1);
+const SEC: Duration = Duration::from_secs(1);
 
 fn setup(
     config: AdaptiveLimitConfig,
@@ -171,16 +172,37 @@ async fn aimd_steps() {
 /// are in flight: 10 ms up to 20, then 5 ms more per extra call. Returns
 /// the limit sampled every 100 ms, the peak in flight and the handle.
 async fn run_latency_curve(config: AdaptiveLimitConfig) -> (Vec<usize>, usize, AdaptiveHandle) {
+    run_curve(config, Duration::from_secs(20), None).await
+}
+
+/// As [`run_latency_curve`] for `run` of virtual time, with the latency
+/// curve scaled by a base latency: `base` up to 20 calls in flight, then
+/// `base / 2` more per extra call. The base is 10 ms, and becomes
+/// `shift.1` for good at `shift.0` (a slower service, healthy all the same:
+/// its knee is still at 20 calls). The peak in flight counts from 5 s
+/// after the start or the shift.
+async fn run_curve(
+    config: AdaptiveLimitConfig,
+    run: Duration,
+    shift: Option<(Duration, Duration)>,
+) -> (Vec<usize>, usize, AdaptiveHandle) {
     let in_flight = Arc::new(AtomicUsize::new(0));
     let peak = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
     let inner = {
         let in_flight = in_flight.clone();
         let peak = peak.clone();
         service_fn(move |_: ()| {
             let in_flight = in_flight.clone();
             let n = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-            peak.fetch_max(n, Ordering::SeqCst);
-            let latency = 10 * MS + 5 * MS * u32::try_from(n.saturating_sub(20)).unwrap();
+            let (base, settled) = match shift {
+                Some((at, base)) if start.elapsed() >= at => (base, at + 5 * SEC),
+                _ => (10 * MS, 5 * SEC),
+            };
+            if start.elapsed() >= settled {
+                peak.fetch_max(n, Ordering::SeqCst);
+            }
+            let latency = base + base / 2 * u32::try_from(n.saturating_sub(20)).unwrap();
             async move {
                 sleep(latency).await;
                 in_flight.fetch_sub(1, Ordering::SeqCst);
@@ -197,7 +219,7 @@ async fn run_latency_curve(config: AdaptiveLimitConfig) -> (Vec<usize>, usize, A
     let handle = layer.handle();
     let svc = layer.layer(inner);
 
-    let end = Instant::now() + Duration::from_secs(20);
+    let end = start + run;
     let mut limits = Vec::new();
     let clients: Vec<_> = (0..100)
         .map(|_| {
@@ -242,14 +264,80 @@ async fn vegas_converges_under_a_latency_curve() {
         .latency_threshold(Duration::from_secs(10));
     let (limits, peak, handle) = run_latency_curve(config).await;
     // Vegas steps up by 6 when it sees no queue, then down by 1 per round
-    // trip: a saw-tooth from the knee to about 12 above it.
+    // trip: a saw-tooth from a little above the knee to about 16 above it.
     let tail = &limits[limits.len() / 2..];
     let (lo, hi) = (*tail.iter().min().unwrap(), *tail.iter().max().unwrap());
     let mean = tail.iter().sum::<usize>() / tail.len();
-    assert!(lo >= 18 && hi <= 34, "limit {lo}..={hi} over {tail:?}");
-    assert!((22..=30).contains(&mean), "mean limit {mean} over {tail:?}");
-    assert!(peak <= 34, "peak in flight {peak}");
+    assert!(lo >= 18 && hi <= 38, "limit {lo}..={hi} over {tail:?}");
+    assert!((24..=32).contains(&mean), "mean limit {mean} over {tail:?}");
+    assert!(peak <= 38, "peak in flight {peak}");
     assert_eq!(handle.drops(), 0);
+}
+
+fn gradient2() -> AdaptiveLimitConfig {
+    AdaptiveLimitConfig::new()
+        .algorithm(Algorithm::Gradient2)
+        .latency_threshold(Duration::from_secs(10))
+}
+
+/// Gradient2 with its defaults, no drops: the limit climbs from 5 to the
+/// knee within a second, then stays a little above it, where a round
+/// trip's latency is about `rtt_tolerance` (1.5) times its long-term
+/// average. The average follows the latency the limit causes, so the limit
+/// creeps up slowly (a call every second or two here).
+#[tokio::test(start_paused = true)]
+async fn gradient2_converges_under_a_latency_curve() {
+    let (limits, peak, handle) = run_curve(gradient2(), 20 * SEC, None).await;
+    let settled = &limits[10..];
+    let (lo, hi) = (
+        *settled.iter().min().unwrap(),
+        *settled.iter().max().unwrap(),
+    );
+    assert!(lo >= 18 && hi <= 36, "limit {lo}..={hi} over {settled:?}");
+    assert!(peak <= 36, "peak in flight {peak}");
+    assert_eq!(handle.drops(), 0);
+    // The base it measures against: above the unloaded 10 ms, as the
+    // average of what the limit let through.
+    let long = handle.long_rtt().unwrap();
+    assert!(
+        long > 10 * MS && long < 60 * MS,
+        "long-term latency {long:?}"
+    );
+}
+
+/// The inner service becomes 4 × slower for good at 5 s (10 ms → 40 ms
+/// unloaded, its knee still at 20 calls): slower, but healthy. Gradient2
+/// re-learns its base latency and keeps a limit around the knee; Vegas
+/// measures against the 10 ms it saw first, takes the new latency for a
+/// queue and shrinks its limit far below the knee for good.
+#[tokio::test(start_paused = true)]
+async fn gradient2_relearns_a_slower_base_latency_where_vegas_collapses() {
+    let shift = Some((5 * SEC, 40 * MS));
+    let (limits, peak, handle) = run_curve(gradient2(), 40 * SEC, shift).await;
+    let tail = &limits[limits.len() - 100..];
+    let (lo, hi) = (*tail.iter().min().unwrap(), *tail.iter().max().unwrap());
+    assert!(lo >= 18 && hi <= 32, "limit {lo}..={hi} over {tail:?}");
+    assert!(peak <= 32, "peak in flight {peak}");
+    let long = handle.long_rtt().unwrap();
+    assert!(long >= 40 * MS, "long-term latency {long:?} re-learnt");
+
+    let vegas = AdaptiveLimitConfig::new()
+        .algorithm(Algorithm::Vegas)
+        .latency_threshold(Duration::from_secs(10));
+    let (limits, _, _) = run_curve(vegas, 40 * SEC, shift).await;
+    let tail = &limits[limits.len() - 100..];
+    let hi = *tail.iter().max().unwrap();
+    assert!(hi <= 10, "Vegas kept {hi} over {tail:?}");
+
+    // Gradient2 itself, with a long window too long to re-learn within the
+    // run, collapses the same way: the recovery is the re-learning.
+    let (limits, _, _) = run_curve(gradient2().long_window(1_000_000), 40 * SEC, shift).await;
+    let tail = &limits[limits.len() - 100..];
+    let hi = *tail.iter().max().unwrap();
+    assert!(
+        hi <= 10,
+        "Gradient2 without re-learning kept {hi} over {tail:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
