@@ -5,8 +5,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use rampart_backpressure::adaptive::future::ResponseFuture;
 use rampart_backpressure::{
-    AdaptiveHandle, AdaptiveLimit, AdaptiveLimitConfig, Admission, Algorithm, Overloaded, Reason,
+    AdaptiveHandle, AdaptiveLimit, AdaptiveLimitConfig, Admission, Algorithm, MAX_LONG_WINDOW,
+    Overloaded, QueueSize, Reason,
 };
 use tokio::time::{Instant, advance, sleep};
 use tokio_test::{assert_pending, assert_ready_err, assert_ready_ok, task};
@@ -340,6 +342,169 @@ async fn gradient2_relearns_a_slower_base_latency_where_vegas_collapses() {
     );
 }
 
+type Call = task::Spawn<ResponseFuture<Mock, &'static str>>;
+
+fn call(svc: &mut mock::Spawn<AdaptiveLimit<Mock>>, request: &'static str) -> Call {
+    assert_ready_ok!(svc.poll_ready());
+    task::spawn(svc.call(request))
+}
+
+/// Answers the call `request` waiting at the inner service.
+async fn answer(inner: &mut MockHandle, request: &'static str) {
+    let (got, send) = inner.next_request().await.unwrap();
+    assert_eq!(got, request);
+    send.send_response("ok");
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiters_are_served_in_arrival_order() {
+    let (mut svc, mut inner, h) = setup(fixed(1, Admission::Wait(10 * SEC)));
+    inner.allow(10);
+    let mut a = call(&mut svc, "a");
+    let mut waiters: Vec<_> = ["b", "c", "d"]
+        .into_iter()
+        .map(|name| {
+            let mut waiter = call(&mut svc, name);
+            assert_pending!(waiter.poll());
+            (name, waiter)
+        })
+        .collect();
+    assert_eq!((h.in_flight(), h.waiting()), (1, 3));
+
+    answer(&mut inner, "a").await;
+    assert_ready_ok!(a.poll());
+    for i in 0..waiters.len() {
+        // Only the first in line is woken, and gets the freed permit.
+        assert!(waiters[i].1.is_woken());
+        for (name, later) in &waiters[i + 1..] {
+            assert!(!later.is_woken(), "{name} woken out of turn");
+        }
+        let (name, waiter) = &mut waiters[i];
+        assert_pending!(waiter.poll());
+        answer(&mut inner, name).await;
+        assert_ready_ok!(waiter.poll());
+    }
+    assert_eq!((h.in_flight(), h.waiting(), h.rejected()), (0, 0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancelled_waiters_pass_their_turn_and_their_permit_on() {
+    let (mut svc, mut inner, h) = setup(fixed(1, Admission::Wait(10 * SEC)));
+    inner.allow(10);
+    let mut a = call(&mut svc, "a");
+    let mut queued: Vec<_> = ["b", "c", "d"]
+        .into_iter()
+        .map(|name| {
+            let mut waiter = call(&mut svc, name);
+            assert_pending!(waiter.poll());
+            waiter
+        })
+        .collect();
+    let mut d = queued.pop().unwrap();
+    let c = queued.pop().unwrap();
+    let b = queued.pop().unwrap();
+
+    // `c` gives up while in line: its turn goes.
+    drop(c);
+    assert_eq!(h.waiting(), 2);
+    // `a` completes: the permit is handed to `b`, which gives up before
+    // taking it: the permit goes on to `d`, not lost.
+    answer(&mut inner, "a").await;
+    assert_ready_ok!(a.poll());
+    assert_eq!((h.in_flight(), h.waiting()), (1, 1));
+    drop(b);
+    assert!(d.is_woken());
+    assert_eq!((h.in_flight(), h.waiting()), (1, 0));
+    assert_pending!(d.poll());
+    answer(&mut inner, "d").await;
+    assert_ready_ok!(d.poll());
+    assert_eq!(h.in_flight(), 0, "no permit leaked");
+
+    // The next call is admitted at once.
+    let mut e = call(&mut svc, "e");
+    assert_pending!(e.poll());
+    assert_eq!(h.in_flight(), 1);
+    answer(&mut inner, "e").await;
+    assert_ready_ok!(e.poll());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_newcomer_does_not_overtake_a_waiter() {
+    let (mut svc, mut inner, h) = setup(fixed(1, Admission::Wait(10 * SEC)));
+    inner.allow(10);
+    let mut a = call(&mut svc, "a");
+    let mut b = call(&mut svc, "b");
+    assert_pending!(b.poll());
+    answer(&mut inner, "a").await;
+    assert_ready_ok!(a.poll());
+    // The permit `a` freed is `b`'s, though `b` has not run yet.
+    let mut newcomer = call(&mut svc, "newcomer");
+    assert_pending!(newcomer.poll());
+    assert!(inner.poll_request().is_pending(), "the newcomer overtook");
+    assert_eq!((h.in_flight(), h.waiting()), (1, 1));
+    assert_pending!(b.poll());
+    answer(&mut inner, "b").await;
+    assert_ready_ok!(b.poll());
+    assert!(newcomer.is_woken());
+    assert_pending!(newcomer.poll());
+    answer(&mut inner, "newcomer").await;
+    assert_ready_ok!(newcomer.poll());
+}
+
+/// Under `Backpressure`, services wait in line in `poll_ready`: the one
+/// that waited first is handed the permit and keeps it for its call; a
+/// newcomer waits behind it; a service dropped while holding the permit
+/// passes it on.
+#[tokio::test(start_paused = true)]
+async fn backpressure_serves_waiting_services_in_order() {
+    let layer = fixed(1, Admission::Backpressure).build().unwrap();
+    let h = layer.handle();
+    let mut services: Vec<_> = (0..4)
+        .map(|_| {
+            let (svc, mut inner) = mock::spawn_with(|m: Mock| layer.layer(m));
+            inner.allow(10);
+            (svc, inner)
+        })
+        .collect();
+    let mut a = {
+        let (svc, _) = &mut services[0];
+        call(svc, "a")
+    };
+    assert_pending!(services[1].0.poll_ready());
+    assert_pending!(services[2].0.poll_ready());
+    assert_eq!(h.waiting(), 2);
+
+    answer(&mut services[0].1, "a").await;
+    assert_ready_ok!(a.poll());
+    assert!(services[1].0.is_woken());
+    assert!(!services[2].0.is_woken());
+    // The newcomer waits behind the service that was handed the permit.
+    assert_pending!(services[3].0.poll_ready());
+    assert_eq!((h.in_flight(), h.waiting()), (1, 2));
+
+    // Service 1 is ready with its permit, but goes away without calling:
+    // the permit goes to service 2, the next in line.
+    assert_ready_ok!(services[1].0.poll_ready());
+    drop(services.remove(1));
+    assert!(services[1].0.is_woken());
+    assert!(!services[2].0.is_woken());
+    let mut c = {
+        let (svc, _) = &mut services[1];
+        call(svc, "c")
+    };
+    assert_eq!((h.in_flight(), h.waiting()), (1, 1));
+    answer(&mut services[1].1, "c").await;
+    assert_ready_ok!(c.poll());
+    assert!(services[2].0.is_woken());
+    let mut d = {
+        let (svc, _) = &mut services[2];
+        call(svc, "d")
+    };
+    answer(&mut services[2].1, "d").await;
+    assert_ready_ok!(d.poll());
+    assert_eq!((h.in_flight(), h.waiting(), h.rejected()), (0, 0, 0));
+}
+
 #[tokio::test(start_paused = true)]
 async fn backpressure_race_loser_waits_without_exceeding_the_limit() {
     let layer = fixed(1, Admission::Backpressure).build().unwrap();
@@ -404,6 +569,26 @@ fn config_defaults_validation_and_toml() {
             AdaptiveLimitConfig::new().admission(Admission::Wait(Duration::ZERO)),
             "admission",
         ),
+        (AdaptiveLimitConfig::new().smoothing(0.0), "smoothing"),
+        (AdaptiveLimitConfig::new().smoothing(1.5), "smoothing"),
+        (AdaptiveLimitConfig::new().smoothing(f64::NAN), "smoothing"),
+        (
+            AdaptiveLimitConfig::new().rtt_tolerance(0.9),
+            "rtt_tolerance",
+        ),
+        (
+            AdaptiveLimitConfig::new().rtt_tolerance(f64::INFINITY),
+            "rtt_tolerance",
+        ),
+        (AdaptiveLimitConfig::new().long_window(0), "long_window"),
+        (
+            AdaptiveLimitConfig::new().long_window(MAX_LONG_WINDOW + 1),
+            "long_window",
+        ),
+        (
+            AdaptiveLimitConfig::new().queue_size(QueueSize::Fixed(0)),
+            "queue_size",
+        ),
     ];
     for (config, field) in cases {
         assert_eq!(
@@ -425,6 +610,38 @@ fn config_defaults_validation_and_toml() {
             .algorithm(Algorithm::Vegas)
     );
     assert!(toml::from_str::<AdaptiveLimitConfig>("algorithm = \"gradient\"").is_err());
+
+    let config: AdaptiveLimitConfig = toml::from_str(
+        "algorithm = \"gradient2\"\nsmoothing = 0.5\nrtt_tolerance = 2.0\n\
+         long_window = 100\nqueue_size = \"sqrt\"",
+    )
+    .unwrap();
+    assert_eq!(
+        config,
+        AdaptiveLimitConfig::new()
+            .algorithm(Algorithm::Gradient2)
+            .smoothing(0.5)
+            .rtt_tolerance(2.0)
+            .long_window(100)
+            .queue_size(QueueSize::Sqrt)
+    );
+    // Netflix's defaults.
+    assert_eq!(
+        toml::from_str::<AdaptiveLimitConfig>("queue_size = 4").unwrap(),
+        AdaptiveLimitConfig::new()
+            .smoothing(0.2)
+            .rtt_tolerance(1.5)
+            .long_window(600)
+            .queue_size(QueueSize::Fixed(4))
+    );
+    for bad in [
+        "queue_size = \"log\"",
+        "queue_size = -1",
+        "queue_size = 1.5",
+    ] {
+        let err = toml::from_str::<AdaptiveLimitConfig>(bad).unwrap_err();
+        assert!(err.to_string().contains("sqrt"), "{bad}: {err}");
+    }
     let err = toml::from_str::<AdaptiveLimitConfig>("limit = 3").unwrap_err();
     assert!(err.to_string().contains("limit"), "{err}");
 }
