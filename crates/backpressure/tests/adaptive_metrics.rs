@@ -50,7 +50,7 @@ fn reports_limit_in_flight_rejections_and_drops() {
         assert_ready_ok!(svc.poll_ready());
         let mut a = task::spawn(svc.call("a"));
         assert_ready_ok!(svc.poll_ready());
-        let mut b = task::spawn(svc.call("b"));
+        let b = task::spawn(svc.call("b"));
         assert_pending!(a.poll());
         assert_eq!(gauge(IN_FLIGHT), 2.0);
         assert_ready_ok!(svc.poll_ready());

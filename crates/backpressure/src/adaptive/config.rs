@@ -142,11 +142,12 @@ pub const MAX_LONG_WINDOW: u32 = 1_000_000;
 /// most `max_limit`). A call cancelled before it completes is no sample.
 ///
 /// Build with the consuming setters (each says what it defaults to), then
-/// [`build`](Self::build), which refuses bad values with a [`ConfigError`]
+/// [`build`](Self::build) (or [`build_keyed`](Self::build_keyed) for one
+/// limiter per key), which refuses bad values with a [`ConfigError`]
 /// naming the field. It also deserializes, unknown keys refused:
 ///
 /// ```
-/// use rampart_backpressure::{AdaptiveLimitConfig, Admission};
+/// use rampart_backpressure::{AdaptiveLimitConfig, Admission, Algorithm};
 /// use std::time::Duration;
 ///
 /// let config: AdaptiveLimitConfig = toml::from_str(r#"
@@ -160,6 +161,16 @@ pub const MAX_LONG_WINDOW: u32 = 1_000_000;
 ///     .max_limit(200)
 ///     .latency_threshold(Duration::from_millis(250))
 ///     .admission(Admission::Backpressure));
+///
+/// // Gradient2, with Netflix's defaults spelled out.
+/// let config: AdaptiveLimitConfig = toml::from_str(r#"
+///     algorithm = "gradient2"
+///     smoothing = 0.2
+///     rtt_tolerance = 1.5
+///     long_window = 600
+///     queue_size = 4       # or "sqrt"
+/// "#).unwrap();
+/// assert_eq!(config, AdaptiveLimitConfig::new().algorithm(Algorithm::Gradient2));
 /// ```
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]

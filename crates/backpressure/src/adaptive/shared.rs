@@ -264,10 +264,10 @@ impl Shared {
             };
             (next != fp).then_some(next)
         });
-        if let Some((previous, next)) = updated {
-            if previous / SCALE != next / SCALE {
-                self.metrics.limit.set((next / SCALE) as f64);
-            }
+        if let Some((previous, next)) = updated
+            && previous / SCALE != next / SCALE
+        {
+            self.metrics.limit.set((next / SCALE) as f64);
         }
     }
 
@@ -384,11 +384,11 @@ impl Waiting {
 
 impl Drop for Waiting {
     fn drop(&mut self) {
-        if let Some(waiter) = self.waiter.take() {
-            if self.shared.core.cancel(&waiter) {
-                // Handed over, never taken: pass it on.
-                self.shared.core.release();
-            }
+        // Handed over but never taken: pass the permit on.
+        if let Some(waiter) = self.waiter.take()
+            && self.shared.core.cancel(&waiter)
+        {
+            self.shared.core.release();
         }
     }
 }

@@ -30,11 +30,11 @@ impl Holders {
     /// Takes a permit the way the limiter does: the fast path, then the
     /// queue, waiting for the hand-off; holds it, then releases it.
     fn call(&self, core: &Core) {
-        if core.try_acquire().is_none() {
-            if let Entry::Queued(waiter) = core.acquire_or_enqueue() {
-                while !waiter.poll_granted(Waker::noop()) {
-                    thread::yield_now();
-                }
+        if core.try_acquire().is_none()
+            && let Entry::Queued(waiter) = core.acquire_or_enqueue()
+        {
+            while !waiter.poll_granted(Waker::noop()) {
+                thread::yield_now();
             }
         }
         let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
