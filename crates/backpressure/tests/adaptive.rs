@@ -356,19 +356,26 @@ async fn answer(inner: &mut MockHandle, request: &'static str) {
     send.send_response("ok");
 }
 
-#[tokio::test(start_paused = true)]
-async fn waiters_are_served_in_arrival_order() {
-    let (mut svc, mut inner, h) = setup(fixed(1, Admission::Wait(10 * SEC)));
-    inner.allow(10);
-    let mut a = call(&mut svc, "a");
-    let mut waiters: Vec<_> = ["b", "c", "d"]
+/// With a limit of 1: call `a`, which takes the permit, then calls `b`,
+/// `c` and `d`, which wait in line in that order.
+fn line_up(svc: &mut mock::Spawn<AdaptiveLimit<Mock>>) -> (Call, Vec<(&'static str, Call)>) {
+    let a = call(svc, "a");
+    let waiters = ["b", "c", "d"]
         .into_iter()
         .map(|name| {
-            let mut waiter = call(&mut svc, name);
+            let mut waiter = call(svc, name);
             assert_pending!(waiter.poll());
             (name, waiter)
         })
         .collect();
+    (a, waiters)
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiters_are_served_in_arrival_order() {
+    let (mut svc, mut inner, h) = setup(fixed(1, Admission::Wait(10 * SEC)));
+    inner.allow(10);
+    let (mut a, mut waiters) = line_up(&mut svc);
     assert_eq!((h.in_flight(), h.waiting()), (1, 3));
 
     answer(&mut inner, "a").await;
@@ -391,18 +398,10 @@ async fn waiters_are_served_in_arrival_order() {
 async fn cancelled_waiters_pass_their_turn_and_their_permit_on() {
     let (mut svc, mut inner, h) = setup(fixed(1, Admission::Wait(10 * SEC)));
     inner.allow(10);
-    let mut a = call(&mut svc, "a");
-    let mut queued: Vec<_> = ["b", "c", "d"]
-        .into_iter()
-        .map(|name| {
-            let mut waiter = call(&mut svc, name);
-            assert_pending!(waiter.poll());
-            waiter
-        })
-        .collect();
-    let mut d = queued.pop().unwrap();
-    let c = queued.pop().unwrap();
-    let b = queued.pop().unwrap();
+    let (mut a, mut queued) = line_up(&mut svc);
+    let (_, mut d) = queued.pop().unwrap();
+    let (_, c) = queued.pop().unwrap();
+    let (_, b) = queued.pop().unwrap();
 
     // `c` gives up while in line: its turn goes.
     drop(c);

@@ -69,30 +69,20 @@ async fn one_keys_slow_and_failing_calls_shrink_only_its_own_limit() {
     let (mut svc, mut inner) = mock::spawn_with(|m: Mock| layer.layer(m));
     inner.allow(100);
 
-    for i in 0..4 {
-        assert!(
-            call(&mut svc, &mut inner, ("tenant-b", i), Answer::Fast)
-                .await
-                .is_ok()
-        );
+    // Tenant b's calls are fast; tenant a's slow, then failing, one after
+    // another: each of a's shrinks a's limit by half (8 → 4 → 2 → 1).
+    let calls = [
+        ("tenant-b", Answer::Fast),
+        ("tenant-b", Answer::Fast),
+        ("tenant-a", Answer::Slow),
+        ("tenant-b", Answer::Fast),
+        ("tenant-a", Answer::Fail),
+        ("tenant-a", Answer::Fail),
+    ];
+    for (i, (tenant, answer)) in (0..).zip(calls) {
+        let result = call(&mut svc, &mut inner, (tenant, i), answer).await;
+        assert_eq!(result.is_ok(), !matches!(answer, Answer::Fail));
     }
-    // Slow, then failing calls of tenant a, one after another: each one
-    // shrinks a's limit by half (8 → 4 → 2 → 1).
-    assert!(
-        call(&mut svc, &mut inner, ("tenant-a", 0), Answer::Slow)
-            .await
-            .is_ok()
-    );
-    assert!(
-        call(&mut svc, &mut inner, ("tenant-a", 1), Answer::Fail)
-            .await
-            .is_err()
-    );
-    assert!(
-        call(&mut svc, &mut inner, ("tenant-a", 2), Answer::Fail)
-            .await
-            .is_err()
-    );
 
     let a = handle.get(&"tenant-a").unwrap();
     let b = handle.get(&"tenant-b").unwrap();
@@ -118,12 +108,9 @@ async fn one_keys_slow_and_failing_calls_shrink_only_its_own_limit() {
         .unwrap_err();
     assert!(err.is::<Overloaded>());
     assert_eq!((a.rejected(), a.in_flight()), (1, 1));
-    for i in 4..8 {
-        assert!(
-            call(&mut svc, &mut inner, ("tenant-b", i), Answer::Fast)
-                .await
-                .is_ok()
-        );
+    for i in 10..14 {
+        let result = call(&mut svc, &mut inner, ("tenant-b", i), Answer::Fast).await;
+        assert!(result.is_ok());
     }
     assert_eq!(b.rejected(), 0);
     held_response.send_response("ok");

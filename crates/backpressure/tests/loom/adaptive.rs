@@ -10,7 +10,7 @@ use loom::sync::Arc;
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::thread;
 
-use rampart_backpressure::adaptive::core::{Core, Entry, SCALE};
+use rampart_backpressure::adaptive::core::{Core, Entry, SCALE, Waiter};
 
 /// Calls holding a permit, as the callers count them.
 struct Holders {
@@ -46,6 +46,21 @@ impl Holders {
         self.now.fetch_sub(1, Ordering::SeqCst);
         core.release();
     }
+}
+
+/// A core whose one permit is taken, a caller waiting in line for it, and
+/// a thread releasing it.
+fn waiter_behind_a_release() -> (Arc<Core>, std::sync::Arc<Waiter>, thread::JoinHandle<()>) {
+    let core = Arc::new(Core::new(SCALE));
+    core.try_acquire().expect("the first permit is free");
+    let Entry::Queued(waiter) = core.acquire_or_enqueue() else {
+        panic!("the limit is reached: the caller queues");
+    };
+    let releaser = {
+        let core = core.clone();
+        thread::spawn(move || core.release())
+    };
+    (core, waiter, releaser)
 }
 
 fn assert_drained(core: &Core) {
@@ -103,15 +118,7 @@ fn a_growing_limit_reaches_a_waiter_and_a_shrinking_one_is_obeyed() {
 #[test]
 fn a_waiter_cancelled_during_a_release_passes_the_permit_on() {
     loom::model(|| {
-        let core = Arc::new(Core::new(SCALE));
-        core.try_acquire().expect("the first permit is free");
-        let Entry::Queued(waiter) = core.acquire_or_enqueue() else {
-            panic!("the limit is reached: the caller queues");
-        };
-        let releaser = {
-            let core = core.clone();
-            thread::spawn(move || core.release())
-        };
+        let (core, waiter, releaser) = waiter_behind_a_release();
         // The waiter gives up while the permit may be handed to it.
         if core.cancel(&waiter) {
             core.release();
@@ -126,15 +133,7 @@ fn a_waiter_cancelled_during_a_release_passes_the_permit_on() {
 #[test]
 fn a_newcomer_does_not_take_a_permit_freed_for_a_waiter() {
     loom::model(|| {
-        let core = Arc::new(Core::new(SCALE));
-        core.try_acquire().expect("the first permit is free");
-        let Entry::Queued(waiter) = core.acquire_or_enqueue() else {
-            panic!("the limit is reached: the caller queues");
-        };
-        let releaser = {
-            let core = core.clone();
-            thread::spawn(move || core.release())
-        };
+        let (core, waiter, releaser) = waiter_behind_a_release();
         // However the newcomer interleaves with the release, it never
         // gets the permit while the earlier caller waits for it.
         let newcomer = core.try_acquire();
