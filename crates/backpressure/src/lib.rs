@@ -1,6 +1,7 @@
 //! Backpressure for Tower services: a bounded queue with CoDel shedding,
-//! GCRA rate limiting (global and per key) and an adaptive (AIMD or Vegas)
-//! concurrency limit, under one admission model and one overload error.
+//! GCRA rate limiting (global and per key) and an adaptive (AIMD, Vegas or
+//! Gradient2) concurrency limit (global and per key), under one admission
+//! model and one overload error.
 //!
 //! ```
 //! use rampart_backpressure::{Admission, Overloaded, QueueConfig, RateLimitConfig};
@@ -63,10 +64,12 @@
 //!   call.
 //! - An **adaptive concurrency limit** ([`AdaptiveLimitConfig`]) finds how
 //!   many calls in flight the inner service sustains without its latency
-//!   climbing, AIMD-style or with TCP Vegas ([`Algorithm`]), and follows
-//!   it as it changes: no hand-tuned
+//!   climbing, AIMD-style, with TCP Vegas or with Netflix's Gradient2
+//!   ([`Algorithm`]), and follows it as it changes: no hand-tuned
 //!   bulkhead size that is too small on a good day and too large on a bad
-//!   one.
+//!   one. With [`build_keyed`](AdaptiveLimitConfig::build_keyed) each
+//!   tenant or route gets its own limit, so one slow tenant shrinks only
+//!   its own.
 //!
 //! # The admission model
 //!
@@ -88,7 +91,9 @@
 //!
 //! - Capacity is taken when the call starts (in `call`), never held by an
 //!   idle client: under `Backpressure`, `poll_ready` only *waits* for
-//!   capacity and takes nothing. A backpressured call that lost the last
+//!   capacity and takes nothing (but an adaptive limit hands a service
+//!   that had to wait in line the permit it waited for, held for its next
+//!   call). A backpressured call that lost the last
 //!   token, slot or permit to another caller between `poll_ready` and
 //!   `call` is not rejected and never exceeds the bound: its response
 //!   future waits for the next one.
@@ -113,13 +118,25 @@
 //!   ([`Reason::Shed`]) for the next interval; a queue that drains stops
 //!   shedding.
 //! - **Adaptive limit**: a call takes a permit if fewer than the current
-//!   limit are in flight and releases it when its response future
-//!   completes or is dropped. With AIMD the limit shrinks by
+//!   limit are in flight and nobody waits, and releases it when its
+//!   response future completes or is dropped. With AIMD the limit shrinks by
 //!   `backoff_ratio` (once per round trip) when a call fails or exceeds
 //!   `latency_threshold`, and grows by about one per round trip while at
 //!   least half of it is used; with Vegas it follows the queueing the
-//!   latency reveals. It stays within `min_limit..=max_limit`. Read it on an
+//!   latency reveals against the fastest latency seen; with Gradient2
+//!   against a long-term average latency that it keeps re-learning, so a
+//!   service that becomes slower for good, but healthy, keeps its limit.
+//!   It stays within `min_limit..=max_limit`. Read it on an
 //!   [`AdaptiveHandle`] or the `concurrency_limit` gauge.
+//! - **Adaptive limit, waiting callers** (`Backpressure`, `Wait`): they
+//!   are served first come, first served. A freed permit is handed
+//!   directly to the caller that has waited longest (no race among woken
+//!   callers), and a newcomer never takes it while someone waits. A waiter
+//!   that gives up passes its turn, or the permit already handed to it, to
+//!   the next. Under `Backpressure` a service that waited in `poll_ready`
+//!   holds the permit handed to it until its next `call` (or its drop).
+//!   The fast path (a permit free, nobody waiting) is one CAS: no lock, no
+//!   allocation.
 //!
 //! # Errors
 //!
@@ -141,8 +158,8 @@
 //! # Observability
 //!
 //! Metrics go through the `metrics` facade, with handles registered once
-//! when a limiter (or a key's limiter, or a queue) is built, labelled
-//! `name` (and `key`):
+//! when a limiter (or a key's rate or adaptive limiter, or a queue) is
+//! built, labelled `name` (and `key`):
 //!
 //! | metric | kind | meaning |
 //! |---|---|---|
@@ -183,6 +200,48 @@
 //! - **Run time.** Per-key rate limiters, live rate changes, counters
 //!   through handles, metrics and tracing.
 //!
+//! # Adaptive limits
+//!
+//! One limit for a service with Gradient2, and one per tenant with AIMD,
+//! whose callers wait up to 50 ms in line for a permit:
+//!
+//! ```
+//! use rampart_backpressure::{AdaptiveLimitConfig, Admission, Algorithm};
+//! use rampart_core::keyed::KeyedConfig;
+//! use std::time::Duration;
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), rampart_core::BoxError> {
+//! let overall = AdaptiveLimitConfig::new()
+//!     .name("search")
+//!     .algorithm(Algorithm::Gradient2) // re-learns a slower base latency
+//!     .initial_limit(20)
+//!     .max_limit(200)
+//!     .build()?;
+//! let per_tenant = AdaptiveLimitConfig::new()
+//!     .name("search")
+//!     .latency_threshold(Duration::from_millis(250)) // slower: a drop
+//!     .admission(Admission::Wait(Duration::from_millis(50)))
+//!     .build_keyed(
+//!         |(tenant, _query): &(String, String)| tenant.clone(),
+//!         KeyedConfig::default(),
+//!     )?;
+//! let tenants = per_tenant.handle();
+//!
+//! let service = ServiceBuilder::new()
+//!     .layer(overall)
+//!     .layer(per_tenant)
+//!     .service(service_fn(|(_tenant, query): (String, String)| async move {
+//!         Ok::<_, std::io::Error>(query.len())
+//!     }));
+//! let found = service.oneshot(("acme".to_string(), "tower".to_string())).await?;
+//! assert_eq!(found, 5);
+//! assert_eq!(tenants.get(&"acme".to_string()).unwrap().in_flight(), 0);
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Runtime
 //!
 //! Time comes from `tokio::time`, so tests can pause and advance it. A call
@@ -198,8 +257,9 @@ pub mod queue;
 pub mod rate;
 mod sync;
 
-pub use adaptive::config::{AdaptiveLimitConfig, Algorithm, MAX_LIMIT};
+pub use adaptive::config::{AdaptiveLimitConfig, Algorithm, MAX_LIMIT, MAX_LONG_WINDOW, QueueSize};
 pub use adaptive::handle::Handle as AdaptiveHandle;
+pub use adaptive::keyed::{KeyedAdaptiveLimit, KeyedAdaptiveLimitHandle, KeyedAdaptiveLimitLayer};
 pub use adaptive::service::{AdaptiveLimit, AdaptiveLimitLayer};
 pub use admission::Admission;
 pub use error::{Overloaded, QueueClosed, Reason};

@@ -1,20 +1,27 @@
-//! [`AdaptiveLimitConfig`]: the AIMD parameters of one adaptive limiter.
+//! [`AdaptiveLimitConfig`]: the parameters of one adaptive limiter, its
+//! builder and its validation.
 
+use std::fmt;
+use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rampart_core::ConfigError;
 use rampart_core::error::validate;
+use rampart_core::keyed::KeyedConfig;
 use rampart_core::metrics::InstanceLabels;
 use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
 
+use crate::adaptive::keyed::KeyedAdaptiveLimitLayer;
 use crate::adaptive::service::AdaptiveLimitLayer;
 use crate::adaptive::shared::Shared;
 use crate::admission::Admission;
 
 /// How an [`AdaptiveLimitConfig`] adapts its limit.
 ///
-/// In TOML: `algorithm = "aimd"` or `algorithm = "vegas"`.
+/// In TOML: `algorithm = "aimd"`, `algorithm = "vegas"` or
+/// `algorithm = "gradient2"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Algorithm {
@@ -31,14 +38,99 @@ pub enum Algorithm {
     /// limiter was built, taken as the inner service's latency without
     /// queueing: Vegas suits services whose unloaded latency is stable.
     Vegas,
+    /// Netflix's Gradient2, driven by how the latency of the last round
+    /// trip compares with a long-term average of it, which it keeps
+    /// re-learning: a service that becomes slower but stays healthy gets
+    /// its limit back, where Vegas, measuring against the fastest latency
+    /// ever seen, would keep shrinking it.
+    ///
+    /// Once per round trip, with `short` the mean latency of the calls of
+    /// that round trip and `long` an exponential average of `short` over
+    /// [`long_window`](AdaptiveLimitConfig::long_window) round trips:
+    ///
+    /// - `gradient = clamp(rtt_tolerance × long / short, 0.5, 1.0)`, so
+    ///   latency up to `rtt_tolerance` times the average counts as no
+    ///   queueing, and the limit at most halves per step;
+    /// - `target = limit × gradient + queue_size`, and the limit moves
+    ///   towards it by [`smoothing`](AdaptiveLimitConfig::smoothing):
+    ///   `limit = limit × (1 − smoothing) + target × smoothing`, within
+    ///   `min_limit..=max_limit`;
+    /// - when `long` is more than twice `short`, the load that inflated it
+    ///   is gone, and it shrinks by 5 % per round trip on top of the
+    ///   average, so that a new, lower base latency is learnt quickly.
+    ///
+    /// A round trip with fewer than half the limit in flight only feeds the
+    /// average. One with a drop (a failed call, or one slower than
+    /// `latency_threshold`) takes the gradient 0.5, whatever the load:
+    /// Netflix's version ignores drops, which would let a service that
+    /// fails fast look healthy; drops' latencies are left out of `short`.
+    ///
+    /// Because `long` follows the latency, a latency that climbs slower
+    /// than the long window is taken for the new normal, including one
+    /// that the limit itself causes: under sustained saturation the limit
+    /// creeps up by about a call every few seconds. A longer window creeps
+    /// slower and re-learns a new base latency slower.
+    Gradient2,
+}
+
+/// How much [`Algorithm::Gradient2`]'s limit may grow per round trip while
+/// latency stays low: the allowance for queueing added to the target.
+///
+/// In TOML: a number (`queue_size = 4`) or `queue_size = "sqrt"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueSize {
+    /// A fixed number of calls, at least 1.
+    Fixed(u32),
+    /// The square root of the current limit (at least 1): small limits
+    /// grow slowly, large ones faster.
+    Sqrt,
+}
+
+impl<'de> Deserialize<'de> for QueueSize {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct QueueSizeVisitor;
+
+        impl Visitor<'_> for QueueSizeVisitor {
+            type Value = QueueSize;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number of calls or \"sqrt\"")
+            }
+
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<QueueSize, E> {
+                u32::try_from(n)
+                    .map(QueueSize::Fixed)
+                    .map_err(|_| E::invalid_value(de::Unexpected::Unsigned(n), &self))
+            }
+
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<QueueSize, E> {
+                u64::try_from(n)
+                    .map_err(|_| E::invalid_value(de::Unexpected::Signed(n), &self))
+                    .and_then(|n| self.visit_u64(n))
+            }
+
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<QueueSize, E> {
+                match s {
+                    "sqrt" => Ok(QueueSize::Sqrt),
+                    _ => Err(E::invalid_value(de::Unexpected::Str(s), &self)),
+                }
+            }
+        }
+
+        deserializer.deserialize_any(QueueSizeVisitor)
+    }
 }
 
 /// The largest `max_limit` accepted.
 pub const MAX_LIMIT: usize = 1_000_000_000;
 
+/// The largest [`long_window`](AdaptiveLimitConfig::long_window) accepted.
+pub const MAX_LONG_WINDOW: u32 = 1_000_000;
+
 /// An adaptive concurrency limit that finds the concurrency the inner
 /// service sustains, as TCP congestion control and Netflix's
-/// concurrency-limits do: AIMD by default, or [`Algorithm::Vegas`].
+/// concurrency-limits do: AIMD by default, [`Algorithm::Vegas`] or
+/// [`Algorithm::Gradient2`].
 ///
 /// With AIMD, every completed call is a sample. A call that failed or took longer
 /// than [`latency_threshold`](Self::latency_threshold) is a *drop*: the
@@ -50,11 +142,12 @@ pub const MAX_LIMIT: usize = 1_000_000_000;
 /// most `max_limit`). A call cancelled before it completes is no sample.
 ///
 /// Build with the consuming setters (each says what it defaults to), then
-/// [`build`](Self::build), which refuses bad values with a [`ConfigError`]
+/// [`build`](Self::build) (or [`build_keyed`](Self::build_keyed) for one
+/// limiter per key), which refuses bad values with a [`ConfigError`]
 /// naming the field. It also deserializes, unknown keys refused:
 ///
 /// ```
-/// use rampart_backpressure::{AdaptiveLimitConfig, Admission};
+/// use rampart_backpressure::{AdaptiveLimitConfig, Admission, Algorithm};
 /// use std::time::Duration;
 ///
 /// let config: AdaptiveLimitConfig = toml::from_str(r#"
@@ -68,6 +161,16 @@ pub const MAX_LIMIT: usize = 1_000_000_000;
 ///     .max_limit(200)
 ///     .latency_threshold(Duration::from_millis(250))
 ///     .admission(Admission::Backpressure));
+///
+/// // Gradient2, with Netflix's defaults spelled out.
+/// let config: AdaptiveLimitConfig = toml::from_str(r#"
+///     algorithm = "gradient2"
+///     smoothing = 0.2
+///     rtt_tolerance = 1.5
+///     long_window = 600
+///     queue_size = 4       # or "sqrt"
+/// "#).unwrap();
+/// assert_eq!(config, AdaptiveLimitConfig::new().algorithm(Algorithm::Gradient2));
 /// ```
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -81,6 +184,10 @@ pub struct AdaptiveLimitConfig {
     latency_threshold: Duration,
     admission: Admission,
     algorithm: Algorithm,
+    smoothing: f64,
+    rtt_tolerance: f64,
+    long_window: u32,
+    queue_size: QueueSize,
 }
 
 impl Default for AdaptiveLimitConfig {
@@ -94,6 +201,10 @@ impl Default for AdaptiveLimitConfig {
             latency_threshold: Duration::from_secs(1),
             admission: Admission::FailFast,
             algorithm: Algorithm::Aimd,
+            smoothing: 0.2,
+            rtt_tolerance: 1.5,
+            long_window: 600,
+            queue_size: QueueSize::Fixed(4),
         }
     }
 }
@@ -132,8 +243,8 @@ impl AdaptiveLimitConfig {
         self
     }
 
-    /// The factor the limit shrinks by on a drop. Must lie within
-    /// `0.5..1.0`. Defaults to 0.9.
+    /// The factor the limit shrinks by on a drop, with
+    /// [`Algorithm::Aimd`]. Must lie within `0.5..1.0`. Defaults to 0.9.
     pub fn backoff_ratio(mut self, ratio: f64) -> Self {
         self.backoff_ratio = ratio;
         self
@@ -158,6 +269,39 @@ impl AdaptiveLimitConfig {
     /// [`Algorithm::Aimd`].
     pub fn algorithm(mut self, algorithm: Algorithm) -> Self {
         self.algorithm = algorithm;
+        self
+    }
+
+    /// How far [`Algorithm::Gradient2`]'s limit moves towards its target
+    /// per round trip: 1 jumps to it. Must lie within `0.0..=1.0`, above
+    /// zero. Defaults to 0.2.
+    pub fn smoothing(mut self, smoothing: f64) -> Self {
+        self.smoothing = smoothing;
+        self
+    }
+
+    /// How many times its long-term average [`Algorithm::Gradient2`] takes
+    /// a round trip's latency to be before it shrinks the limit. Must be
+    /// at least 1.0 and finite. Defaults to 1.5.
+    pub fn rtt_tolerance(mut self, tolerance: f64) -> Self {
+        self.rtt_tolerance = tolerance;
+        self
+    }
+
+    /// Over how many round trips [`Algorithm::Gradient2`] averages latency
+    /// into its long-term base: how fast it learns that the service became
+    /// slower or faster for good. Must lie within `1..=`[`MAX_LONG_WINDOW`].
+    /// Defaults to 600.
+    pub fn long_window(mut self, round_trips: u32) -> Self {
+        self.long_window = round_trips;
+        self
+    }
+
+    /// How much [`Algorithm::Gradient2`]'s limit may grow while latency
+    /// stays low: see [`QueueSize`]. A fixed size must be at least 1.
+    /// Defaults to `QueueSize::Fixed(4)`.
+    pub fn queue_size(mut self, queue_size: QueueSize) -> Self {
+        self.queue_size = queue_size;
         self
     }
 
@@ -190,7 +334,38 @@ impl AdaptiveLimitConfig {
             ));
         }
         validate::non_zero_duration("latency_threshold", self.latency_threshold)?;
-        self.admission.validate("admission")
+        self.admission.validate("admission")?;
+        if !(self.smoothing > 0.0 && self.smoothing <= 1.0) {
+            return Err(ConfigError::new(
+                "smoothing",
+                format!(
+                    "must be within 0.0..=1.0 and above zero, got {}",
+                    self.smoothing
+                ),
+            ));
+        }
+        if !(self.rtt_tolerance >= 1.0 && self.rtt_tolerance.is_finite()) {
+            return Err(ConfigError::new(
+                "rtt_tolerance",
+                format!(
+                    "must be at least 1.0 and finite, got {}",
+                    self.rtt_tolerance
+                ),
+            ));
+        }
+        validate::non_zero("long_window", self.long_window)?;
+        validate::at_most(
+            "long_window",
+            u64::from(self.long_window),
+            u64::from(MAX_LONG_WINDOW),
+        )?;
+        if self.queue_size == QueueSize::Fixed(0) {
+            return Err(ConfigError::new(
+                "queue_size",
+                "must be at least 1 (or \"sqrt\"), or the limit could never grow",
+            ));
+        }
+        Ok(())
     }
 
     /// Validates the values and builds the limiter, registering its metric
@@ -199,8 +374,44 @@ impl AdaptiveLimitConfig {
         self.validate()?;
         let labels = InstanceLabels::new(self.name.clone());
         Ok(AdaptiveLimitLayer::new(Arc::new(Shared::new(
-            self, &labels,
+            self.name.clone(),
+            self.params(),
+            &labels,
         ))))
+    }
+
+    /// Validates the values and builds a keyed limiter: one independent
+    /// adaptive limiter with these values per key that `key` derives from a
+    /// request (a tenant, a route), created on first use and bounded by
+    /// `keys` (see [`KeyedMap`](rampart_core::keyed::KeyedMap)). One key's
+    /// slow or failing calls shrink only its own limit. Each key's metrics
+    /// carry a `key` label with the key's `Display` form.
+    ///
+    /// ```
+    /// use rampart_backpressure::{AdaptiveLimitConfig, Algorithm};
+    /// use rampart_core::keyed::KeyedConfig;
+    ///
+    /// let layer = AdaptiveLimitConfig::new()
+    ///     .algorithm(Algorithm::Gradient2)
+    ///     .build_keyed(
+    ///         |req: &http::Request<()>| req.uri().path().to_owned(),
+    ///         KeyedConfig::default(),
+    ///     )
+    ///     .unwrap();
+    /// assert!(layer.handle().is_empty());
+    /// ```
+    pub fn build_keyed<Req, K, F>(
+        self,
+        key: F,
+        keys: KeyedConfig,
+    ) -> Result<KeyedAdaptiveLimitLayer<K, F>, ConfigError>
+    where
+        F: Fn(&Req) -> K,
+        K: Hash + Eq + fmt::Display + Send + Sync + 'static,
+    {
+        self.validate()?;
+        keys.validate()?;
+        Ok(KeyedAdaptiveLimitLayer::new(self, keys, key))
     }
 
     pub(crate) fn name_ref(&self) -> &str {
@@ -216,6 +427,10 @@ impl AdaptiveLimitConfig {
             latency_threshold: self.latency_threshold,
             admission: self.admission,
             algorithm: self.algorithm,
+            smoothing: self.smoothing,
+            rtt_tolerance: self.rtt_tolerance,
+            long_window: self.long_window,
+            queue_size: self.queue_size,
         }
     }
 }
@@ -230,4 +445,8 @@ pub(crate) struct Params {
     pub(crate) latency_threshold: Duration,
     pub(crate) admission: Admission,
     pub(crate) algorithm: Algorithm,
+    pub(crate) smoothing: f64,
+    pub(crate) rtt_tolerance: f64,
+    pub(crate) long_window: u32,
+    pub(crate) queue_size: QueueSize,
 }

@@ -8,20 +8,21 @@ use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
 use rampart_core::BoxError;
-use tokio::sync::futures::OwnedNotified;
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
-use crate::adaptive::shared::{Permit, Shared};
+use crate::adaptive::shared::{Permit, Shared, Waiting};
 use crate::admission::Admission;
 
 pin_project! {
     /// The response future of an adaptively limited service.
     ///
     /// It holds a permit and drives the inner service's future (timing it
-    /// for the limit), or waits (under
-    /// [`Admission::Wait`](crate::Admission::Wait)) for a permit, or yields
-    /// [`Overloaded`](crate::Overloaded). Dropping it releases its permit.
+    /// for the limit), or waits in line for a permit (under
+    /// [`Admission::Wait`](crate::Admission::Wait), or
+    /// [`Admission::Backpressure`](crate::Admission::Backpressure) after
+    /// losing a race), or yields [`Overloaded`](crate::Overloaded).
+    /// Dropping it releases its permit, or gives up its place in line.
     pub struct ResponseFuture<S, Req>
     where
         S: Service<Req>,
@@ -58,7 +59,8 @@ struct Wait<S, Req> {
     service: Option<S>,
     request: Option<Req>,
     shared: Arc<Shared>,
-    notified: Pin<Box<OwnedNotified>>,
+    /// The place in line; the permit is handed over in arrival order.
+    waiting: Waiting,
     /// The bound on the wait; none for a backpressured call.
     sleep: Option<Pin<Box<Sleep>>>,
 }
@@ -68,10 +70,16 @@ where
     S: Service<Req> + Clone,
 {
     /// Starts a call on `service`, which the caller has driven to
-    /// readiness. When the call has to wait for a permit, the readied
-    /// `service` moves into the future and a clone takes its place.
-    pub(crate) fn start(shared: &Arc<Shared>, service: &mut S, request: Req) -> Self {
-        let Some(permit) = shared.try_acquire() else {
+    /// readiness, with the permit `reserved` for it in `poll_ready` if
+    /// any. When the call has to wait for a permit, the readied `service`
+    /// moves into the future and a clone takes its place.
+    pub(crate) fn start(
+        shared: &Arc<Shared>,
+        service: &mut S,
+        request: Req,
+        reserved: Option<Permit>,
+    ) -> Self {
+        let Some(permit) = reserved.or_else(|| shared.try_acquire()) else {
             let max = match shared.params.admission {
                 Admission::FailFast => {
                     return Self {
@@ -85,6 +93,10 @@ where
                 Admission::Backpressure => None,
                 Admission::Wait(max) => Some(max),
             };
+            let waiting = match shared.acquire_or_wait() {
+                Ok(permit) => return Self::call(service, request, permit),
+                Err(waiting) => waiting,
+            };
             let fresh = service.clone();
             return Self {
                 state: State::Waiting {
@@ -92,12 +104,16 @@ where
                         service: Some(std::mem::replace(service, fresh)),
                         request: Some(request),
                         shared: shared.clone(),
-                        notified: Box::pin(shared.freed.clone().notified_owned()),
+                        waiting,
                         sleep: max.map(|max| Box::pin(tokio::time::sleep(max))),
                     }),
                 },
             };
         };
+        Self::call(service, request, permit)
+    }
+
+    fn call(service: &mut S, request: Req, permit: Permit) -> Self {
         Self {
             state: State::Called {
                 // `permit` is dropped if `call` panics.
@@ -121,9 +137,7 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Waiting { wait } => {
-                    // Registered before looking, so no wake-up is lost.
-                    wait.notified.as_mut().enable();
-                    if let Some(permit) = wait.shared.try_acquire() {
+                    if let Poll::Ready(permit) = wait.waiting.poll_permit(cx) {
                         let (Some(mut service), Some(request)) =
                             (wait.service.take(), wait.request.take())
                         else {
@@ -135,10 +149,6 @@ where
                             permit: Some(permit),
                             start: Instant::now(),
                         });
-                        continue;
-                    }
-                    if wait.notified.as_mut().poll(cx).is_ready() {
-                        wait.notified = Box::pin(wait.shared.freed.clone().notified_owned());
                         continue;
                     }
                     match &mut wait.sleep {

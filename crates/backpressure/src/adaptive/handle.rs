@@ -2,12 +2,14 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::adaptive::shared::Shared;
 
 /// A cloneable handle on one adaptive limiter, from
-/// [`AdaptiveLimitLayer::handle`](crate::AdaptiveLimitLayer::handle) or
-/// [`AdaptiveLimit::handle`](crate::AdaptiveLimit::handle).
+/// [`AdaptiveLimitLayer::handle`](crate::AdaptiveLimitLayer::handle),
+/// [`AdaptiveLimit::handle`](crate::AdaptiveLimit::handle) or a
+/// [`KeyedAdaptiveLimitHandle`](crate::KeyedAdaptiveLimitHandle).
 #[derive(Clone)]
 pub struct Handle {
     shared: Arc<Shared>,
@@ -31,6 +33,20 @@ impl Handle {
     /// Calls in flight now.
     pub fn in_flight(&self) -> usize {
         self.shared.in_flight()
+    }
+
+    /// Callers waiting in line for a permit (under
+    /// [`Admission::Backpressure`](crate::Admission::Backpressure) or
+    /// [`Admission::Wait`](crate::Admission::Wait)).
+    pub fn waiting(&self) -> usize {
+        self.shared.waiting()
+    }
+
+    /// [`Algorithm::Gradient2`](crate::Algorithm::Gradient2)'s long-term
+    /// average latency, the base it measures queueing against; `None`
+    /// before the first sample and for the other algorithms.
+    pub fn long_rtt(&self) -> Option<Duration> {
+        self.shared.long_rtt()
     }
 
     /// Calls rejected with [`Overloaded`](crate::Overloaded) since the

@@ -1,50 +1,52 @@
-//! [`Shared`]: one adaptive limiter (limit, calls in flight, wake-ups,
-//! counters, metric handles) and the [`Permit`] of a call in flight.
+//! [`Shared`]: one adaptive limiter (the permit [`Core`], the algorithm,
+//! counters, metric handles), the [`Permit`] of a call in flight and the
+//! [`Waiting`] turn of a call queued for one.
 
 use std::fmt;
-use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
-use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use metrics::{Counter, Gauge};
 use rampart_core::metric_name;
 use rampart_core::metrics::{InstanceLabels, labels};
-use tokio::sync::Notify;
 
-use crate::adaptive::config::{AdaptiveLimitConfig, Algorithm, Params};
+use crate::adaptive::config::{Algorithm, Params};
+use crate::adaptive::core::{Core, Entry, SCALE, Waiter};
+use crate::adaptive::gradient::Gradient2;
 use crate::error::{Overloaded, Reason};
-
-/// One call, in units of `Shared::limit`.
-const SCALE: u64 = 1024;
 
 pub(crate) struct Shared {
     name: String,
     pub(crate) params: Params,
-    /// The limit in fixed point (× [`SCALE`]), so that it can grow by a
-    /// fraction of a call per sample.
-    limit: AtomicU64,
-    in_flight: AtomicUsize,
-    /// Woken whenever a permit is released or the limit grows.
-    pub(crate) freed: Arc<Notify>,
-    /// Bumped by every AIMD decrease (and every Vegas change); a drop only
-    /// decreases the limit when its call started after the last decrease
-    /// (at most one decrease per round trip, as TCP does), so that a burst
-    /// of slow calls caused by one overload does not collapse the limit.
+    /// The permits, the limit and the queue of waiting callers.
+    core: Core,
+    /// Bumped by every AIMD decrease (and every Vegas or Gradient2 step);
+    /// a sample only changes the limit when its call started after the
+    /// last change (at most one change per round trip, as TCP does), so
+    /// that a burst of slow calls caused by one overload does not collapse
+    /// the limit.
     generation: AtomicU64,
     rejected: AtomicU64,
     drops: AtomicU64,
-    /// Vegas's state; its updates take this one short lock.
-    vegas: Mutex<Vegas>,
+    /// Vegas's or Gradient2's state; their samples take this one short
+    /// lock (AIMD takes none).
+    state: Mutex<State>,
     metrics: Metrics,
 }
 
-/// Vegas's state between samples.
-#[derive(Debug, Default)]
-struct Vegas {
-    /// The shortest latency seen since the limiter was built: the inner
-    /// service's latency without queueing.
-    rtt_min: Option<Duration>,
+/// The latency-driven algorithms' state between samples.
+#[derive(Debug)]
+enum State {
+    None,
+    Vegas {
+        /// The shortest latency seen since the limiter was built: the
+        /// inner service's latency without queueing.
+        rtt_min: Option<Duration>,
+    },
+    Gradient2(Gradient2),
 }
 
 struct Metrics {
@@ -55,8 +57,7 @@ struct Metrics {
 }
 
 impl Shared {
-    pub(crate) fn new(config: AdaptiveLimitConfig, labels: &InstanceLabels) -> Self {
-        let params = config.params();
+    pub(crate) fn new(name: String, params: Params, labels: &InstanceLabels) -> Self {
         let metrics = Metrics {
             limit: metrics::gauge!(
                 metric_name!("backpressure", "concurrency_limit"),
@@ -76,42 +77,49 @@ impl Shared {
             ),
         };
         metrics.limit.set(params.initial_limit as f64);
+        let state = match params.algorithm {
+            Algorithm::Aimd => State::None,
+            Algorithm::Vegas => State::Vegas { rtt_min: None },
+            Algorithm::Gradient2 => State::Gradient2(Gradient2::new(params.initial_limit)),
+        };
         Self {
-            name: config.name_ref().to_owned(),
+            name,
             params,
-            limit: AtomicU64::new(params.initial_limit as u64 * SCALE),
-            in_flight: AtomicUsize::new(0),
-            freed: Arc::new(Notify::new()),
+            core: Core::new(params.initial_limit as u64 * SCALE),
             generation: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             drops: AtomicU64::new(0),
-            vegas: Mutex::new(Vegas::default()),
+            state: Mutex::new(state),
             metrics,
         }
     }
 
-    /// `true` when a permit is free now.
+    /// `true` when a newcomer would be admitted now.
     pub(crate) fn has_room(&self) -> bool {
-        self.in_flight.load(Acquire) < self.limit()
+        self.core.has_room()
     }
 
-    /// A permit if fewer than `limit` calls are in flight: one CAS loop.
+    /// A permit if nobody waits and fewer than `limit` calls are in flight:
+    /// one CAS loop, no lock, no allocation.
     pub(crate) fn try_acquire(self: &Arc<Self>) -> Option<Permit> {
-        let mut cur = self.in_flight.load(Acquire);
-        loop {
-            if cur >= self.limit() {
-                return None;
-            }
-            match self
-                .in_flight
-                .compare_exchange_weak(cur, cur + 1, AcqRel, Acquire)
-            {
-                Ok(_) => return Some(self.permit(cur + 1)),
-                Err(actual) => cur = actual,
-            }
+        self.core
+            .try_acquire()
+            .map(|in_flight| self.permit(in_flight))
+    }
+
+    /// A permit if nobody waits and one is free, or else a place at the
+    /// back of the queue.
+    pub(crate) fn acquire_or_wait(self: &Arc<Self>) -> Result<Permit, Waiting> {
+        match self.core.acquire_or_enqueue() {
+            Entry::Admitted(in_flight) => Ok(self.permit(in_flight)),
+            Entry::Queued(waiter) => Err(Waiting {
+                shared: self.clone(),
+                waiter: Some(waiter),
+            }),
         }
     }
 
+    /// Wraps a permit the core counts already.
     fn permit(self: &Arc<Self>, in_flight: usize) -> Permit {
         self.metrics.in_flight.increment(1.0);
         Permit {
@@ -143,26 +151,60 @@ impl Shared {
         }
         match self.params.algorithm {
             Algorithm::Aimd => self.aimd(dropped, in_flight, generation),
-            Algorithm::Vegas => self.vegas(latency, dropped, in_flight, generation),
+            Algorithm::Vegas | Algorithm::Gradient2 => {
+                self.latency_step(latency, dropped, in_flight, generation);
+            }
         }
     }
 
-    /// One Vegas step, under the Vegas lock; at most one change per round
-    /// trip (a sample whose call started before the last change only
-    /// updates the minimum latency).
-    fn vegas(&self, latency: Duration, dropped: bool, in_flight: usize, generation: u64) {
-        let p = &self.params;
-        let mut state = self.vegas.lock().unwrap_or_else(PoisonError::into_inner);
-        let limit = self.limit();
-        let rtt_min = match state.rtt_min {
-            Some(min) if latency >= min => min,
-            _ => {
-                state.rtt_min = Some(latency);
-                return;
+    /// One Vegas or Gradient2 sample, under the algorithm lock. A sample
+    /// whose call started after the last change closes a round trip and
+    /// may change the limit (bumping the generation); others only feed
+    /// the latency estimates.
+    fn latency_step(&self, latency: Duration, dropped: bool, in_flight: usize, generation: u64) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let closes = self.generation.load(Acquire) == generation;
+        let (next, stepped) = match &mut *state {
+            State::None => (None, false),
+            State::Vegas { rtt_min } => {
+                let next = self.vegas(rtt_min, latency, dropped, in_flight, closes);
+                (next, next.is_some())
+            }
+            State::Gradient2(g) => {
+                let next = g.sample(&self.params, latency, dropped, in_flight, closes);
+                // The next round trip is measured from here on, whether the
+                // limit moved or not.
+                (next.map(|limit| (limit * SCALE as f64) as u64), closes)
             }
         };
-        if self.generation.load(Acquire) != generation {
-            return;
+        if stepped {
+            self.generation.fetch_add(1, AcqRel);
+        }
+        if let Some(next) = next {
+            self.set_limit(next);
+        }
+    }
+
+    /// One Vegas step: the next fixed-point limit, if it changes.
+    fn vegas(
+        &self,
+        rtt_min: &mut Option<Duration>,
+        latency: Duration,
+        dropped: bool,
+        in_flight: usize,
+        closes: bool,
+    ) -> Option<u64> {
+        let p = &self.params;
+        let limit = self.limit();
+        let rtt_min = match *rtt_min {
+            Some(min) if latency >= min => min,
+            _ => {
+                *rtt_min = Some(latency);
+                return None;
+            }
+        };
+        if !closes {
+            return None;
         }
         let log = (limit as f64).log10().floor().max(1.0);
         let lf = limit as f64;
@@ -170,7 +212,7 @@ impl Shared {
             lf - log
         } else if in_flight * 2 < limit {
             // Too little load to learn anything.
-            return;
+            return None;
         } else {
             let ratio = rtt_min.as_secs_f64() / latency.as_secs_f64().max(f64::MIN_POSITIVE);
             let queue = (lf * (1.0 - ratio)).ceil();
@@ -181,19 +223,20 @@ impl Shared {
             } else if queue > 6.0 * log {
                 lf - log
             } else {
-                return;
+                return None;
             }
         };
-        let next = (next.max(p.min_limit as f64).min(p.max_limit as f64)) as u64;
-        self.generation.fetch_add(1, AcqRel);
-        self.limit.store(next * SCALE, Release);
-        self.metrics.limit.set(next as f64);
-        if next as usize > limit {
-            self.freed.notify_waiters();
-        }
+        let next = next.max(p.min_limit as f64).min(p.max_limit as f64) as u64;
+        Some(next * SCALE)
     }
 
-    /// One AIMD step.
+    /// Stores a fixed-point limit computed under the algorithm lock.
+    fn set_limit(&self, next: u64) {
+        self.core.update_limit(|_| Some(next));
+        self.metrics.limit.set((next / SCALE) as f64);
+    }
+
+    /// One AIMD step, lock-free.
     fn aimd(&self, dropped: bool, in_flight: usize, generation: u64) {
         let p = &self.params;
         if dropped
@@ -206,7 +249,7 @@ impl Shared {
             return;
         }
         let (min, max) = (p.min_limit as u64 * SCALE, p.max_limit as u64 * SCALE);
-        let update = |fp: u64| -> Option<u64> {
+        let updated = self.core.update_limit(|fp: u64| -> Option<u64> {
             let limit = fp / SCALE;
             let next = if dropped {
                 // Multiplicative decrease; `as` saturates and the product
@@ -220,17 +263,18 @@ impl Shared {
                 return None;
             };
             (next != fp).then_some(next)
-        };
-        if let Ok(previous) = self.limit.fetch_update(AcqRel, Acquire, update) {
-            let (previous, limit) = (
-                previous / SCALE,
-                update(previous).unwrap_or(previous) / SCALE,
-            );
-            self.metrics.limit.set(limit as f64);
-            if limit > previous {
-                self.freed.notify_waiters();
-            }
+        });
+        if let Some((previous, next)) = updated
+            && previous / SCALE != next / SCALE
+        {
+            self.metrics.limit.set((next / SCALE) as f64);
         }
+    }
+
+    /// Returns a permit to the core, handing it to the next waiter if any.
+    fn release(&self) {
+        self.core.release();
+        self.metrics.in_flight.decrement(1.0);
     }
 
     pub(crate) fn name(&self) -> &str {
@@ -238,11 +282,15 @@ impl Shared {
     }
 
     pub(crate) fn limit(&self) -> usize {
-        usize::try_from(self.limit.load(Acquire) / SCALE).unwrap_or(usize::MAX)
+        self.core.limit()
     }
 
     pub(crate) fn in_flight(&self) -> usize {
-        self.in_flight.load(Relaxed)
+        self.core.in_flight()
+    }
+
+    pub(crate) fn waiting(&self) -> usize {
+        self.core.waiting()
     }
 
     pub(crate) fn rejected(&self) -> u64 {
@@ -252,6 +300,14 @@ impl Shared {
     pub(crate) fn drops(&self) -> u64 {
         self.drops.load(Relaxed)
     }
+
+    /// Gradient2's long-term average latency, once it has one.
+    pub(crate) fn long_rtt(&self) -> Option<Duration> {
+        match &*self.state.lock().unwrap_or_else(PoisonError::into_inner) {
+            State::Gradient2(g) => g.long_rtt(),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Debug for Shared {
@@ -260,6 +316,7 @@ impl fmt::Debug for Shared {
             .field("name", &self.name)
             .field("limit", &self.limit())
             .field("in_flight", &self.in_flight())
+            .field("waiting", &self.waiting())
             .field("params", &self.params)
             .finish()
     }
@@ -267,13 +324,13 @@ impl fmt::Debug for Shared {
 
 // === impl Permit ===
 
-/// The right of one call to be in flight. Dropping it releases it, and
-/// wakes callers waiting for one.
+/// The right of one call to be in flight. Dropping it releases it, which
+/// hands it to the first waiting caller if any.
 pub(crate) struct Permit {
     shared: Arc<Shared>,
     /// Calls in flight when this one started, itself included.
     in_flight: usize,
-    /// The decrease generation when this call started.
+    /// The generation when this call started.
     generation: u64,
 }
 
@@ -287,9 +344,7 @@ impl Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.shared.in_flight.fetch_sub(1, AcqRel);
-        self.shared.metrics.in_flight.decrement(1.0);
-        self.shared.freed.notify_waiters();
+        self.shared.release();
     }
 }
 
@@ -297,6 +352,52 @@ impl fmt::Debug for Permit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Permit")
             .field("limiter", &self.shared.name)
+            .finish()
+    }
+}
+
+// === impl Waiting ===
+
+/// A caller's place in the queue for a permit. The permit is handed over
+/// in arrival order; dropping this gives up the place, or passes on the
+/// permit if it had come already.
+pub(crate) struct Waiting {
+    shared: Arc<Shared>,
+    /// `None` once the permit was taken.
+    waiter: Option<Arc<Waiter>>,
+}
+
+impl Waiting {
+    /// The permit once handed over; until then the task is woken when it
+    /// is.
+    pub(crate) fn poll_permit(&mut self, cx: &mut Context<'_>) -> Poll<Permit> {
+        match &self.waiter {
+            Some(waiter) if waiter.poll_granted(cx.waker()) => {
+                self.waiter = None;
+                Poll::Ready(self.shared.permit(self.shared.in_flight()))
+            }
+            Some(_) => Poll::Pending,
+            None => panic!("Waiting polled after its permit was taken"),
+        }
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        // Handed over but never taken: pass the permit on.
+        if let Some(waiter) = self.waiter.take()
+            && self.shared.core.cancel(&waiter)
+        {
+            self.shared.core.release();
+        }
+    }
+}
+
+impl fmt::Debug for Waiting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Waiting")
+            .field("limiter", &self.shared.name)
+            .field("waiter", &self.waiter)
             .finish()
     }
 }
