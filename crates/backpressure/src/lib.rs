@@ -99,7 +99,9 @@
 //!   [`Overloaded::retry_after`], exactly how long until a token is due.
 //!   The rate changes at run time through a [`Handle`] (or a
 //!   [`KeyedRateLimitHandle`] for every key); calls already admitted or
-//!   waiting keep their slots.
+//!   waiting keep their slots, and slowing down re-prices the calls still
+//!   counted against the limiter, so calls admitted at one instant never
+//!   outnumber the burst across a change (model-checked with loom).
 //! - **Queue**: a call takes a slot when it enters the queue and frees it
 //!   when the worker hands it to the inner service (or sheds it). A caller
 //!   that gives up while queued is skipped by the worker and never reaches
