@@ -208,6 +208,7 @@ pub use error::{Overloaded, QueueClosed, Reason};
 pub use queue::codel::Codel;
 pub use queue::config::{MAX_CAPACITY, QueueConfig};
 pub use queue::handle::Handle as QueueHandle;
+pub use queue::keyed::{KeyedQueue, KeyedQueueHandle, KeyedQueueLayer};
 pub use queue::layer::QueueLayer;
 pub use queue::service::Queue;
 pub use rate::config::{MAX_PERIOD, RateLimitConfig};
