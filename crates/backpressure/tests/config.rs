@@ -158,7 +158,13 @@ fn queue_refuses_bad_values_naming_the_field() {
         assert_eq!(keyed.field(), field);
         assert_eq!(config.build::<()>().unwrap_err().field(), field);
     }
-    assert!(QueueConfig::new().capacity(8).shed_depth(7).validate().is_ok());
+    assert!(
+        QueueConfig::new()
+            .capacity(8)
+            .shed_depth(7)
+            .validate()
+            .is_ok()
+    );
     let bad_keys = KeyedConfig {
         max_keys: 1,
         idle_timeout: Some(Duration::ZERO),

@@ -80,7 +80,10 @@ async fn above_the_threshold_the_chance_rises_linearly() {
         assert_eq!(queue.rejected(), 0, "shed, never refused as full");
     }
     assert_eq!(tried_at[0], trials as usize);
-    assert_eq!(shed_at[3], tried_at[3], "the call that would fill is always shed");
+    assert_eq!(
+        shed_at[3], tried_at[3],
+        "the call that would fill is always shed"
+    );
     for (i, quarters) in [1.0, 2.0, 3.0].into_iter().enumerate() {
         let p = quarters / 4.0;
         let n = tried_at[i] as f64;
@@ -120,7 +123,10 @@ async fn the_same_seed_sheds_the_same_calls() {
 
 #[tokio::test(start_paused = true)]
 async fn backpressure_and_wait_callers_are_shed_not_piled_up() {
-    for admission in [Admission::Backpressure, Admission::Wait(Duration::from_secs(1))] {
+    for admission in [
+        Admission::Backpressure,
+        Admission::Wait(Duration::from_secs(1)),
+    ] {
         let (mut svc, _inner, queue) = setup(
             QueueConfig::new()
                 .capacity(4)
