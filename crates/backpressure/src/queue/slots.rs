@@ -218,13 +218,14 @@ impl Slots {
     /// Returns the waker to wake once the lock is released.
     fn grant_locked(&self, line: &mut VecDeque<Arc<Waiter>>) -> Option<Waker> {
         let mut wake = None;
-        if !line.is_empty() && self.take_locked() {
-            if let Some(waiter) = line.pop_front() {
-                wake = with(&waiter.turn, |turn| {
-                    turn.granted = true;
-                    turn.waker.take()
-                });
-            }
+        if !line.is_empty()
+            && self.take_locked()
+            && let Some(waiter) = line.pop_front()
+        {
+            wake = with(&waiter.turn, |turn| {
+                turn.granted = true;
+                turn.waker.take()
+            });
         }
         if line.is_empty() {
             self.state.fetch_and(!WAITERS, AcqRel);
