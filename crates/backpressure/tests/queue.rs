@@ -349,16 +349,29 @@ async fn a_newcomer_does_not_barge_past_a_waiting_call() {
     assert_eq!(assert_ready_ok!(c.poll()), "C");
 }
 
-#[tokio::test(start_paused = true)]
-async fn backpressure_serves_waiting_clients_in_order_without_barging() {
+/// Three clients of one backpressured queue of one slot, the first of
+/// which has a call `"a"` queued (the inner service takes none yet).
+async fn three_clients_and_a_full_queue() -> (
+    [mock::Spawn<Svc>; 3],
+    task::Spawn<<Svc as Service<&'static str>>::Future>,
+    MockHandle,
+    QueueHandle,
+) {
     let (svc, mut inner, queue) = setup(1, Admission::Backpressure);
     let mut first = mock::Spawn::new(svc.get_ref().clone());
-    let mut second = mock::Spawn::new(svc.get_ref().clone());
-    let mut newcomer = mock::Spawn::new(svc.into_inner());
+    let second = mock::Spawn::new(svc.get_ref().clone());
+    let third = mock::Spawn::new(svc.into_inner());
     inner.allow(0);
     assert_ready_ok!(first.poll_ready());
-    let mut a = task::spawn(first.call("a"));
+    let a = task::spawn(first.call("a"));
     settle().await;
+    ([first, second, third], a, inner, queue)
+}
+
+#[tokio::test(start_paused = true)]
+async fn backpressure_serves_waiting_clients_in_order_without_barging() {
+    let ([mut first, mut second, mut newcomer], mut a, mut inner, queue) =
+        three_clients_and_a_full_queue().await;
     // Full: `second`, then `first` wait in line in `poll_ready`.
     assert_pending!(second.poll_ready());
     assert_pending!(first.poll_ready());
@@ -427,14 +440,8 @@ async fn a_cancelled_waiter_passes_its_turn_on_and_leaks_no_slot() {
 
 #[tokio::test(start_paused = true)]
 async fn a_dropped_backpressured_client_passes_its_turn_or_slot_on() {
-    let (svc, mut inner, queue) = setup(1, Admission::Backpressure);
-    let mut gone_early = mock::Spawn::new(svc.get_ref().clone());
-    let mut gone_late = mock::Spawn::new(svc.get_ref().clone());
-    let mut last = mock::Spawn::new(svc.into_inner());
-    inner.allow(0);
-    assert_ready_ok!(last.poll_ready());
-    let mut a = task::spawn(last.call("a"));
-    settle().await;
+    let ([mut last, mut gone_early, mut gone_late], mut a, mut inner, queue) =
+        three_clients_and_a_full_queue().await;
     assert_pending!(gone_early.poll_ready());
     assert_pending!(gone_late.poll_ready());
     assert_pending!(last.poll_ready());
