@@ -1,7 +1,7 @@
-//! Backpressure for Tower services: a bounded queue with CoDel shedding,
-//! GCRA rate limiting (global and per key) and an adaptive (AIMD, Vegas or
-//! Gradient2) concurrency limit (global and per key), under one admission
-//! model and one overload error.
+//! Backpressure for Tower services: a bounded queue (global or per key) with
+//! CoDel and early shedding, GCRA rate limiting (global and per key) and an
+//! adaptive (AIMD, Vegas or Gradient2) concurrency limit (global and per
+//! key), under one admission model and one overload error.
 //!
 //! ```
 //! use rampart_backpressure::{Admission, Overloaded, QueueConfig, RateLimitConfig};
@@ -61,7 +61,10 @@
 //!   stops a burst from turning into unbounded memory and latency. With
 //!   [`codel`](QueueConfig::codel) it also sheds a *standing* queue, one that
 //!   never drains below a target delay, which only adds latency to every
-//!   call.
+//!   call; with [`shed_depth`](QueueConfig::shed_depth) it sheds at random
+//!   before it is full (random early detection). With
+//!   [`build_keyed`](QueueConfig::build_keyed) each tenant gets its own
+//!   queue and worker, so one tenant's flood fills only its own queue.
 //! - An **adaptive concurrency limit** ([`AdaptiveLimitConfig`]) finds how
 //!   many calls in flight the inner service sustains without its latency
 //!   climbing, AIMD-style, with TCP Vegas or with Netflix's Gradient2
@@ -79,7 +82,8 @@
 //! - [`Admission::Backpressure`]: `poll_ready` returns `Pending` until
 //!   capacity returns (a token is due, a queue slot frees) and the task is
 //!   woken exactly then, by a timer or a notification (it never spins and
-//!   never sleeps in a loop). The caller bounds the wait.
+//!   never sleeps in a loop). The caller bounds the wait. Callers waiting
+//!   for a queue slot are served first come, first served.
 //! - [`Admission::FailFast`] (the default): the call fails at once with
 //!   [`Overloaded`].
 //! - [`Admission::Wait`]: the call waits up to a bound, then fails with
@@ -90,10 +94,11 @@
 //! # Behaviour under overload
 //!
 //! - Capacity is taken when the call starts (in `call`), never held by an
-//!   idle client: under `Backpressure`, `poll_ready` only *waits* for
-//!   capacity and takes nothing (but an adaptive limit hands a service
-//!   that had to wait in line the permit it waited for, held for its next
-//!   call). A backpressured call that lost the last
+//!   idle client: under `Backpressure`, `poll_ready` that finds capacity
+//!   free takes nothing. (A client of the queue or of the adaptive limit
+//!   that had to wait in `poll_ready` is handed its slot or permit in turn
+//!   and keeps it for its next call, or passes it on if dropped, so that no
+//!   newcomer takes it first.) A backpressured call that lost the last
 //!   token, slot or permit to another caller between `poll_ready` and
 //!   `call` is not rejected and never exceeds the bound: its response
 //!   future waits for the next one.
@@ -104,15 +109,31 @@
 //!   [`Overloaded::retry_after`], exactly how long until a token is due.
 //!   The rate changes at run time through a [`Handle`] (or a
 //!   [`KeyedRateLimitHandle`] for every key); calls already admitted or
-//!   waiting keep their slots.
+//!   waiting keep their slots, and slowing down re-prices the calls still
+//!   counted against the limiter, so calls admitted at one instant never
+//!   outnumber the burst across a change (model-checked with loom).
 //! - **Queue**: a call takes a slot when it enters the queue and frees it
 //!   when the worker hands it to the inner service (or sheds it). A caller
 //!   that gives up while queued is skipped by the worker and never reaches
 //!   the inner service. The worker calls the inner service inside the
 //!   caller's `tracing` span and hands the response future back to the
 //!   caller, so calls still run concurrently. Waiting callers
-//!   (`Backpressure`, `Wait`) are woken when a slot frees; they are not
-//!   served in FIFO order among themselves.
+//!   (`Backpressure`, `Wait`) get slots in the order they came: a freed
+//!   slot is granted to the first in line on its behalf, a newcomer never
+//!   takes it first, and a waiter that gives up leaves the line, passing
+//!   on a slot granted meanwhile. The uncontended path is one CAS, no lock.
+//! - **Early shedding** ([`shed_depth`](QueueConfig::shed_depth) `n`): a
+//!   call that finds `d` calls queued is shed ([`Reason::Shed`]) with
+//!   probability `(d + 1 - n) / (capacity - n)`, whatever the admission:
+//!   never while it keeps the depth at or below `n`, always when it would
+//!   fill the queue. The random numbers can be seeded
+//!   ([`seed`](QueueConfig::seed)).
+//! - **Keyed queue** ([`QueueConfig::build_keyed`]): one queue, worker and
+//!   clone of the inner service per key, in a bounded
+//!   [`KeyedMap`](rampart_core::keyed::KeyedMap); an evicted key's worker
+//!   ends once its calls are done. `poll_ready` cannot know the key, so it
+//!   is always ready and a call to a full key waits (`Backpressure`,
+//!   `Wait`) or fails (`FailFast`) in its response future.
 //! - **CoDel**: when the shortest queueing delay over a whole interval was
 //!   above the target, calls that waited longer than the target are shed
 //!   ([`Reason::Shed`]) for the next interval; a queue that drains stops
@@ -138,6 +159,41 @@
 //!   The fast path (a permit free, nobody waiting) is one CAS: no lock, no
 //!   allocation.
 //!
+//! # Per-key queues and early shedding
+//!
+//! ```
+//! use rampart_backpressure::{Overloaded, QueueConfig, Reason};
+//! use rampart_core::keyed::KeyedConfig;
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), rampart_core::BoxError> {
+//! // One queue of 64 per tenant; above 48 queued, shed at random.
+//! let queues = QueueConfig::new()
+//!     .name("ingest")
+//!     .capacity(64)
+//!     .shed_depth(48)
+//!     .build_keyed(|(tenant, _): &(String, u32)| tenant.clone(), KeyedConfig::default())?;
+//! let service = ServiceBuilder::new()
+//!     .layer(queues)
+//!     .service(service_fn(|(tenant, n): (String, u32)| async move {
+//!         Ok::<_, std::io::Error>(format!("{tenant}: {n}"))
+//!     }));
+//! let handle = service.handle();
+//!
+//! match service.clone().oneshot(("acme".to_string(), 1)).await {
+//!     Ok(answer) => assert_eq!(answer, "acme: 1"),
+//!     Err(e) => match e.downcast_ref::<Overloaded>() {
+//!         Some(o) if o.reason() == Reason::Shed => println!("shed early: {o}"),
+//!         _ => return Err(e),
+//!     },
+//! }
+//! let acme = handle.get(&"acme".to_string()).expect("made on first use");
+//! assert_eq!((acme.capacity(), acme.shed_depth()), (64, Some(48)));
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Errors
 //!
 //! The services' error type is [`BoxError`](rampart_core::BoxError).
@@ -146,7 +202,7 @@
 //! |---|---|---|
 //! | [`Overloaded`], [`Reason::RateLimited`] | no token now (`FailFast`) or within the bound (`Wait`) | the inner service never saw the request: shed it (HTTP 429 with `Retry-After` at the edge) or retry after [`retry_after`](Overloaded::retry_after) |
 //! | [`Overloaded`], [`Reason::QueueFull`] | the queue was full (`FailFast`), or no slot freed within the bound (`Wait`) | as above (HTTP 503 at the edge); no `retry_after` |
-//! | [`Overloaded`], [`Reason::Shed`] | CoDel shed the call from a standing queue | as above |
+//! | [`Overloaded`], [`Reason::Shed`] | CoDel shed the call from a standing queue, or `shed_depth` shed it above the threshold | as above |
 //! | [`Overloaded`], [`Reason::ConcurrencyLimit`] | the adaptive limit was reached (`FailFast`), or no permit freed within the bound (`Wait`) | as above |
 //! | [`QueueClosed`] | the queue's inner service failed in `poll_ready` (its error is the `source`), or the worker's runtime shut down | the queue is dead: rebuild it |
 //! | the inner service's error, boxed unchanged | the inner service failed | downcast to its own type |
@@ -171,7 +227,7 @@
 //! | `rampart_backpressure_concurrency_limit` | gauge | an adaptive limiter's current limit |
 //! | `rampart_backpressure_concurrency_in_flight` | gauge | calls holding an adaptive limiter's permit |
 //! | `rampart_backpressure_concurrency_drops_total` | counter | samples counted as drops (failed or slow) |
-//! | `rampart_backpressure_rejected_total` | counter | calls refused, `reason` = `rate_limited`, `queue_full`, `shed` or `concurrency_limit` |
+//! | `rampart_backpressure_rejected_total` | counter | calls refused, `reason` = `rate_limited`, `queue_full`, `shed` (CoDel or `shed_depth`) or `concurrency_limit` |
 //!
 //! Each refusal also emits a `tracing` debug event with the field `reason`
 //! (and `name`, `retry_after`, `depth`, `sojourn` where they apply).
@@ -193,7 +249,10 @@
 //!   whose caller already left once the worker holds it; our worker checks
 //!   again after the inner service is ready and skips it.
 //! - **Shedding.** `Buffer` has no notion of queueing delay; ours can shed
-//!   a standing queue (CoDel).
+//!   a standing queue (CoDel), or shed early on depth before it is full.
+//! - **Fairness.** `Buffer` has one queue for every caller; ours serves
+//!   waiting callers first come, first served, and a keyed queue gives
+//!   each tenant its own.
 //! - **Adaptive.** `ConcurrencyLimit` has a fixed limit, taken in
 //!   `poll_ready`; ours adapts it to latency and errors and takes the
 //!   permit in `call`.
@@ -247,7 +306,8 @@
 //! Time comes from `tokio::time`, so tests can pause and advance it. A call
 //! that has to wait, and `poll_ready` under `Backpressure`, use a Tokio
 //! timer or notification; [`QueueLayer::layer`](tower_layer::Layer::layer)
-//! spawns the worker with `tokio::spawn`, so it must run inside a Tokio
+//! spawns the worker with `tokio::spawn` (a [`KeyedQueue`] spawns each
+//! key's worker on the key's first call), so it must run inside a Tokio
 //! runtime with the time driver.
 
 pub mod adaptive;
@@ -266,6 +326,7 @@ pub use error::{Overloaded, QueueClosed, Reason};
 pub use queue::codel::Codel;
 pub use queue::config::{MAX_CAPACITY, QueueConfig};
 pub use queue::handle::Handle as QueueHandle;
+pub use queue::keyed::{KeyedQueue, KeyedQueueHandle, KeyedQueueLayer};
 pub use queue::layer::QueueLayer;
 pub use queue::service::Queue;
 pub use rate::config::{MAX_PERIOD, RateLimitConfig};

@@ -145,11 +145,34 @@ fn queue_refuses_bad_values_naming_the_field() {
             QueueConfig::new().admission(Admission::Wait(Duration::ZERO)),
             "admission",
         ),
+        (QueueConfig::new().shed_depth(0), "shed_depth"),
+        (QueueConfig::new().capacity(8).shed_depth(8), "shed_depth"),
+        (QueueConfig::new().capacity(8).shed_depth(9), "shed_depth"),
     ];
     for (config, field) in cases {
         assert_eq!(config.validate().unwrap_err().field(), field);
+        let keyed = config
+            .clone()
+            .build_keyed(|r: &u32| *r, KeyedConfig::default())
+            .unwrap_err();
+        assert_eq!(keyed.field(), field);
         assert_eq!(config.build::<()>().unwrap_err().field(), field);
     }
+    assert!(
+        QueueConfig::new()
+            .capacity(8)
+            .shed_depth(7)
+            .validate()
+            .is_ok()
+    );
+    let bad_keys = KeyedConfig {
+        max_keys: 1,
+        idle_timeout: Some(Duration::ZERO),
+    };
+    let err = QueueConfig::new()
+        .build_keyed(|r: &u32| *r, bad_keys)
+        .unwrap_err();
+    assert_eq!(err.field(), "idle_timeout");
 }
 
 #[test]
@@ -166,4 +189,27 @@ fn queue_loads_from_toml_and_refuses_unknown_keys() {
     assert!(err.to_string().contains("capacty"), "{err}");
     let config: QueueConfig = toml::from_str("capacity = 0").unwrap();
     assert_eq!(config.build::<()>().unwrap_err().field(), "capacity");
+    let config: QueueConfig = toml::from_str("capacity = 16\nshed_depth = 12\nseed = 7").unwrap();
+    assert_eq!(
+        config,
+        QueueConfig::new().capacity(16).shed_depth(12).seed(7)
+    );
+    let config: QueueConfig = toml::from_str("capacity = 16\nshed_depth = 16").unwrap();
+    assert_eq!(config.build::<()>().unwrap_err().field(), "shed_depth");
+}
+
+#[tokio::test]
+async fn queue_handle_reports_shed_depth() {
+    use tower::Layer;
+    let svc = |config: QueueConfig| {
+        config
+            .build::<()>()
+            .unwrap()
+            .layer(tower::service_fn(|()| async {
+                Ok::<_, std::io::Error>(())
+            }))
+    };
+    assert_eq!(svc(QueueConfig::new()).handle().shed_depth(), None);
+    let h = svc(QueueConfig::new().capacity(8).shed_depth(6)).handle();
+    assert_eq!(h.shed_depth(), Some(6));
 }

@@ -264,3 +264,201 @@ fn a_queue_whose_runtime_is_gone_is_closed() {
     let mut call = task::spawn(svc.call("late"));
     assert!(assert_ready_err!(call.poll()).is::<QueueClosed>());
 }
+
+// === first come, first served ===
+
+/// A call, made through `svc`, that is left waiting for a slot.
+fn waiting_call(
+    svc: &mut mock::Spawn<Svc>,
+    req: &'static str,
+) -> task::Spawn<<Svc as Service<&'static str>>::Future> {
+    assert_ready_ok!(svc.poll_ready());
+    let mut call = task::spawn(svc.call(req));
+    assert_pending!(call.poll());
+    call
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiters_get_slots_in_arrival_order() {
+    let (mut svc, mut inner, queue) = setup(1, Admission::Wait(Duration::from_secs(10)));
+    inner.allow(0);
+    let mut a = waiting_call(&mut svc, "a");
+    settle().await;
+    let mut b = waiting_call(&mut svc, "b");
+    let mut c = waiting_call(&mut svc, "c");
+    let mut d = waiting_call(&mut svc, "d");
+
+    // Each freed slot goes to the earliest waiter, even when later ones
+    // look first.
+    inner.allow(1);
+    settle().await;
+    assert_request_eq!(inner, "a").send_response("A");
+    assert!(b.is_woken());
+    assert!(!c.is_woken() && !d.is_woken());
+    assert_pending!(d.poll());
+    assert_pending!(c.poll());
+    assert_pending!(b.poll()); // b has the slot: queued
+    assert_eq!(queue.depth(), 1);
+
+    inner.allow(1);
+    settle().await;
+    assert_request_eq!(inner, "b").send_response("B");
+    assert!(c.is_woken());
+    assert!(!d.is_woken());
+    assert_pending!(d.poll());
+    assert_pending!(c.poll());
+
+    inner.allow(1);
+    settle().await;
+    assert_request_eq!(inner, "c").send_response("C");
+    assert_pending!(d.poll());
+    inner.allow(1);
+    settle().await;
+    assert_request_eq!(inner, "d").send_response("D");
+    for (call, expected) in [(&mut a, "A"), (&mut b, "B"), (&mut c, "C"), (&mut d, "D")] {
+        assert_eq!(assert_ready_ok!(call.poll()), expected);
+    }
+    assert_eq!(queue.depth(), 0);
+    assert_eq!(queue.rejected(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_newcomer_does_not_barge_past_a_waiting_call() {
+    let (mut svc, mut inner, queue) = setup(1, Admission::Wait(Duration::from_secs(10)));
+    inner.allow(0);
+    let mut a = waiting_call(&mut svc, "a");
+    settle().await;
+    let mut b = waiting_call(&mut svc, "b");
+    inner.allow(1);
+    settle().await;
+    assert_request_eq!(inner, "a").send_response("A");
+    // The freed slot is b's, though b has not looked yet: the newcomer
+    // waits behind it.
+    let mut c = waiting_call(&mut svc, "c");
+    assert_eq!(queue.depth(), 1);
+    assert_pending!(b.poll());
+    inner.allow(2);
+    settle().await;
+    assert_request_eq!(inner, "b").send_response("B");
+    assert!(c.is_woken());
+    assert_pending!(c.poll());
+    settle().await;
+    assert_request_eq!(inner, "c").send_response("C");
+    assert_eq!(assert_ready_ok!(a.poll()), "A");
+    assert_eq!(assert_ready_ok!(b.poll()), "B");
+    assert_eq!(assert_ready_ok!(c.poll()), "C");
+}
+
+/// Three clients of one backpressured queue of one slot, the first of
+/// which has a call `"a"` queued (the inner service takes none yet).
+async fn three_clients_and_a_full_queue() -> (
+    [mock::Spawn<Svc>; 3],
+    task::Spawn<<Svc as Service<&'static str>>::Future>,
+    MockHandle,
+    QueueHandle,
+) {
+    let (svc, mut inner, queue) = setup(1, Admission::Backpressure);
+    let mut first = mock::Spawn::new(svc.get_ref().clone());
+    let second = mock::Spawn::new(svc.get_ref().clone());
+    let third = mock::Spawn::new(svc.into_inner());
+    inner.allow(0);
+    assert_ready_ok!(first.poll_ready());
+    let a = task::spawn(first.call("a"));
+    settle().await;
+    ([first, second, third], a, inner, queue)
+}
+
+#[tokio::test(start_paused = true)]
+async fn backpressure_serves_waiting_clients_in_order_without_barging() {
+    let ([mut first, mut second, mut newcomer], mut a, mut inner, queue) =
+        three_clients_and_a_full_queue().await;
+    // Full: `second`, then `first` wait in line in `poll_ready`.
+    assert_pending!(second.poll_ready());
+    assert_pending!(first.poll_ready());
+
+    inner.allow(1);
+    settle().await;
+    assert_request_eq!(inner, "a").send_response("A");
+    assert!(second.is_woken());
+    assert!(!first.is_woken());
+    // The slot was granted to `second`: a newcomer joins the line behind
+    // `first`.
+    assert_pending!(newcomer.poll_ready());
+    assert_pending!(first.poll_ready());
+    assert_ready_ok!(second.poll_ready());
+    let mut b = task::spawn(second.call("b"));
+    assert_eq!(queue.depth(), 1, "never above capacity");
+
+    inner.allow(1);
+    settle().await;
+    assert_request_eq!(inner, "b").send_response("B");
+    assert!(first.is_woken());
+    assert!(!newcomer.is_woken());
+    assert_pending!(newcomer.poll_ready());
+    assert_ready_ok!(first.poll_ready());
+    let mut c = task::spawn(first.call("c"));
+    inner.allow(1);
+    settle().await;
+    assert_request_eq!(inner, "c").send_response("C");
+    assert!(newcomer.is_woken());
+    assert_ready_ok!(newcomer.poll_ready());
+    for (call, expected) in [(&mut a, "A"), (&mut b, "B"), (&mut c, "C")] {
+        assert_eq!(assert_ready_ok!(call.poll()), expected);
+    }
+    assert_eq!(queue.rejected(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_waiter_passes_its_turn_on_and_leaks_no_slot() {
+    let (mut svc, mut inner, queue) = setup(1, Admission::Wait(Duration::from_secs(10)));
+    inner.allow(0);
+    let mut a = waiting_call(&mut svc, "a");
+    settle().await;
+    let b = waiting_call(&mut svc, "b");
+    let c = waiting_call(&mut svc, "c");
+    let mut d = waiting_call(&mut svc, "d");
+    // c leaves before its turn; b is granted the freed slot, then leaves
+    // without using it: the slot goes on to d.
+    drop(c);
+    inner.allow(1);
+    settle().await;
+    assert_request_eq!(inner, "a").send_response("A");
+    assert!(!d.is_woken());
+    drop(b);
+    assert!(d.is_woken());
+    assert_eq!(queue.depth(), 1);
+    assert_pending!(d.poll());
+    inner.allow(1);
+    settle().await;
+    assert_request_eq!(inner, "d").send_response("D");
+    assert_eq!(assert_ready_ok!(a.poll()), "A");
+    assert_eq!(assert_ready_ok!(d.poll()), "D");
+    assert_eq!(queue.depth(), 0, "every slot came back");
+    // Only a and d reached the inner service.
+    assert!(inner.poll_request().is_pending());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_backpressured_client_passes_its_turn_or_slot_on() {
+    let ([mut last, mut gone_early, mut gone_late], mut a, mut inner, queue) =
+        three_clients_and_a_full_queue().await;
+    assert_pending!(gone_early.poll_ready());
+    assert_pending!(gone_late.poll_ready());
+    assert_pending!(last.poll_ready());
+    drop(gone_early); // leaves the line
+    inner.allow(1);
+    settle().await;
+    assert_request_eq!(inner, "a").send_response("A");
+    assert_ready_ok!(gone_late.poll_ready()); // granted, then never calls
+    assert!(!last.is_woken());
+    drop(gone_late);
+    assert!(last.is_woken());
+    assert_ready_ok!(last.poll_ready());
+    let mut b = task::spawn(last.call("b"));
+    inner.allow(1);
+    settle().await;
+    assert_request_eq!(inner, "b").send_response("B");
+    assert_eq!(assert_ready_ok!(a.poll()), "A");
+    assert_eq!(assert_ready_ok!(b.poll()), "B");
+    assert_eq!(queue.depth(), 0);
+}

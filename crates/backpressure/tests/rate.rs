@@ -210,9 +210,12 @@ async fn live_rate_change_applies_at_once() {
     advance(100 * MS).await;
     assert!(call_once(&mut svc, &mut inner).await.is_ok());
 
-    // Slow down.
+    // Slow down: the call just admitted (its slot 100 ms ahead) now counts
+    // one slow interval, 500 ms, so the slower rate grants no fresh burst.
     h.set_rate(2, Duration::from_secs(1)).unwrap();
-    advance(100 * MS).await;
+    let err = call_once(&mut svc, &mut inner).await.unwrap_err();
+    assert_eq!(overloaded(&err).retry_after(), Some(500 * MS));
+    advance(500 * MS).await;
     assert!(call_once(&mut svc, &mut inner).await.is_ok());
     let err = call_once(&mut svc, &mut inner).await.unwrap_err();
     assert_eq!(overloaded(&err).retry_after(), Some(500 * MS));

@@ -8,8 +8,9 @@ use std::task::{Context, Poll};
 use rampart_backpressure::rate::future::ResponseFuture;
 use rampart_backpressure::{
     AdaptiveHandle, AdaptiveLimit, AdaptiveLimitConfig, AdaptiveLimitLayer, Admission, Handle,
-    KeyedRateLimit, KeyedRateLimitHandle, KeyedRateLimitLayer, Overloaded, Queue, QueueClosed,
-    QueueConfig, QueueHandle, QueueLayer, RateLimit, RateLimitConfig, RateLimitLayer, Reason,
+    KeyedQueue, KeyedQueueHandle, KeyedQueueLayer, KeyedRateLimit, KeyedRateLimitHandle,
+    KeyedRateLimitLayer, Overloaded, Queue, QueueClosed, QueueConfig, QueueHandle, QueueLayer,
+    RateLimit, RateLimitConfig, RateLimitLayer, Reason,
 };
 use rampart_core::keyed::KeyedConfig;
 use tower::Layer;
@@ -57,6 +58,9 @@ fn layers_services_and_handles_are_clone_send_sync() {
     clone_send_sync::<AdaptiveLimitConfig>();
     send::<rampart_backpressure::adaptive::future::ResponseFuture<Svc, Req>>();
     clone_send_sync::<QueueLayer<Req>>();
+    clone_send_sync::<KeyedQueueLayer<String, KeyFn, Req>>();
+    clone_send_sync::<KeyedQueue<Svc, String, KeyFn, Req>>();
+    clone_send_sync::<KeyedQueueHandle<String>>();
     clone_send_sync::<Queue<Req, Ready<Result<http::Response<String>, Infallible>>>>();
     clone_send_sync::<QueueHandle>();
     clone_send_sync::<QueueConfig>();

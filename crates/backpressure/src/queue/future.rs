@@ -9,25 +9,26 @@ use std::time::Duration;
 
 use pin_project_lite::pin_project;
 use rampart_core::BoxError;
-use tokio::sync::futures::OwnedNotified;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Sleep;
 
 use crate::queue::service::enqueue;
-use crate::queue::shared::Shared;
+use crate::queue::shared::{Shared, Turn};
 use crate::queue::worker::Message;
 
 pin_project! {
     /// The response future of a queued call.
     ///
-    /// It waits (under [`Admission::Wait`](crate::Admission::Wait), or
-    /// after losing a race under
+    /// It waits in line (under [`Admission::Wait`](crate::Admission::Wait),
+    /// or after losing a race under
     /// [`Admission::Backpressure`](crate::Admission::Backpressure)) for a
-    /// queue slot, then for the worker to call the inner service, then
+    /// queue slot, first come first served, then for the worker to call
+    /// the inner service, then
     /// drives the inner service's future; or it yields
     /// [`Overloaded`](crate::Overloaded) or
-    /// [`QueueClosed`](crate::QueueClosed). Dropped while queued, the
-    /// worker skips the call.
+    /// [`QueueClosed`](crate::QueueClosed). Dropped while waiting, it
+    /// leaves the line (passing on a slot granted meanwhile); dropped while
+    /// queued, the worker skips the call.
     pub struct ResponseFuture<F, Req> {
         #[pin]
         state: State<F, Req>,
@@ -59,8 +60,9 @@ pin_project! {
 struct Wait<F, Req> {
     request: Option<Req>,
     tx: mpsc::UnboundedSender<Message<Req, F>>,
-    shared: Arc<Shared>,
-    notified: Pin<Box<OwnedNotified>>,
+    /// The call's place in line; dropped with the future, it leaves the
+    /// line or passes a granted slot on.
+    turn: Turn,
     /// The bound on the wait; none for a backpressured call.
     sleep: Option<Pin<Box<Sleep>>>,
 }
@@ -81,17 +83,15 @@ impl<F, Req> ResponseFuture<F, Req> {
     pub(crate) fn waiting(
         request: Req,
         tx: mpsc::UnboundedSender<Message<Req, F>>,
-        shared: Arc<Shared>,
+        turn: Turn,
         max: Option<Duration>,
     ) -> Self {
-        let notified = Box::pin(shared.freed.clone().notified_owned());
         Self {
             state: State::Waiting {
                 wait: Box::new(Wait {
                     request: Some(request),
                     tx,
-                    shared,
-                    notified,
+                    turn,
                     sleep: max.map(|max| Box::pin(tokio::time::sleep(max))),
                 }),
             },
@@ -111,31 +111,34 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Waiting { wait } => {
-                    // Registered before looking, so no wake-up is lost.
-                    wait.notified.as_mut().enable();
-                    if let Some(slot) = wait.shared.try_reserve() {
-                        let Some(request) = wait.request.take() else {
-                            unreachable!("a waiting call holds its request");
-                        };
-                        let shared = wait.shared.clone();
-                        let next = match enqueue(&wait.tx, &shared, request, slot) {
-                            Ok(rx) => State::Queued { rx, shared },
-                            Err(error) => State::Failed { error: Some(error) },
-                        };
-                        this.state.set(next);
-                        continue;
-                    }
-                    if wait.notified.as_mut().poll(cx).is_ready() {
-                        wait.notified = Box::pin(wait.shared.freed.clone().notified_owned());
-                        continue;
-                    }
-                    match &mut wait.sleep {
-                        Some(sleep) => ready!(sleep.as_mut().poll(cx)),
-                        None => return Poll::Pending,
-                    }
-                    let error = wait.shared.reject();
-                    this.state.set(State::Done);
-                    return Poll::Ready(Err(error.into()));
+                    let slot = match wait.turn.poll(cx) {
+                        Poll::Ready(slot) => slot,
+                        Poll::Pending => {
+                            match &mut wait.sleep {
+                                Some(sleep) => ready!(sleep.as_mut().poll(cx)),
+                                None => return Poll::Pending,
+                            }
+                            // The bound is up. A slot granted meanwhile came
+                            // in time: use it.
+                            match wait.turn.give_up() {
+                                Some(slot) => slot,
+                                None => {
+                                    let error = wait.turn.shared().reject();
+                                    this.state.set(State::Done);
+                                    return Poll::Ready(Err(error.into()));
+                                }
+                            }
+                        }
+                    };
+                    let Some(request) = wait.request.take() else {
+                        unreachable!("a waiting call holds its request");
+                    };
+                    let shared = wait.turn.shared().clone();
+                    let next = match enqueue(&wait.tx, &shared, request, slot) {
+                        Ok(rx) => State::Queued { rx, shared },
+                        Err(error) => State::Failed { error: Some(error) },
+                    };
+                    this.state.set(next);
                 }
                 StateProj::Queued { rx, shared } => {
                     let future = match ready!(Pin::new(rx).poll(cx)) {

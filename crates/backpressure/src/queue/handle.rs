@@ -32,7 +32,8 @@ impl Handle {
         self.shared.admission()
     }
 
-    /// Calls queued now, not yet handed to the inner service.
+    /// Calls queued now, not yet handed to the inner service (with the
+    /// slots granted to backpressured callers that have not called yet).
     pub fn depth(&self) -> usize {
         self.shared.depth()
     }
@@ -44,8 +45,14 @@ impl Handle {
         self.shared.rejected()
     }
 
-    /// Calls shed on queueing delay
-    /// ([`Reason::Shed`](crate::Reason::Shed)) since the queue was built.
+    /// The depth above which calls are shed at random, if set (see
+    /// [`QueueConfig::shed_depth`](crate::QueueConfig::shed_depth)).
+    pub fn shed_depth(&self) -> Option<usize> {
+        self.shared.shed_depth()
+    }
+
+    /// Calls shed ([`Reason::Shed`](crate::Reason::Shed)) on queueing
+    /// delay (CoDel) or on depth (`shed_depth`) since the queue was built.
     pub fn shed(&self) -> u64 {
         self.shared.shed_count()
     }

@@ -59,12 +59,7 @@ where
 
     fn layer(&self, inner: S) -> Self::Service {
         let labels = InstanceLabels::new(self.config.name_ref());
-        let shared = Shared::new(
-            self.config.name_ref(),
-            self.config.capacity_value(),
-            self.config.admission_value(),
-            &labels,
-        );
+        let shared = Shared::new(&self.config, &labels);
         Queue::spawn(inner, Arc::new(shared), self.config.codel_value())
     }
 }

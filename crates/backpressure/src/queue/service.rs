@@ -2,12 +2,10 @@
 
 use std::fmt;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use rampart_core::BoxError;
-use tokio::sync::futures::OwnedNotified;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tower_service::Service;
@@ -16,7 +14,7 @@ use crate::admission::Admission;
 use crate::queue::codel::Codel;
 use crate::queue::future::ResponseFuture;
 use crate::queue::handle::Handle;
-use crate::queue::shared::{Shared, Slot};
+use crate::queue::shared::{Refused, Shared, Slot, Turn};
 use crate::queue::worker::{self, Message};
 
 /// A bounded queue in front of an inner service, drained by a worker task.
@@ -26,15 +24,26 @@ use crate::queue::worker::{self, Message};
 /// service to be ready, calls it inside the caller's tracing span and hands
 /// the response future back to the caller, who drives it (so the inner
 /// service's calls still run concurrently). A call takes its queue slot
-/// when it starts, in `call`; an idle client holds nothing. Clones share
-/// the queue and its worker.
+/// when it starts, in `call`; an idle client holds nothing. Callers waiting
+/// for a slot get them in the order they came. Clones share the queue and
+/// its worker.
 ///
 /// The inner service needs no `Clone`: the worker owns it.
 pub struct Queue<Req, F> {
     tx: mpsc::UnboundedSender<Message<Req, F>>,
     shared: Arc<Shared>,
-    /// Under backpressure, the wake-up for a freed slot.
-    notified: Option<Pin<Box<OwnedNotified>>>,
+    /// Under backpressure, this client's place in the line for a slot, or
+    /// the slot it was granted, kept for its next call.
+    ready: Readiness,
+}
+
+enum Readiness {
+    /// Holds nothing.
+    Idle,
+    /// `poll_ready` found the queue full and joined the line.
+    Waiting(Turn),
+    /// The line granted a slot; the next call uses it.
+    Granted(Slot),
 }
 
 impl<Req, F> Queue<Req, F> {
@@ -46,18 +55,48 @@ impl<Req, F> Queue<Req, F> {
         F: Send + 'static,
         Req: Send + 'static,
     {
-        let (tx, rx) = mpsc::unbounded_channel();
-        worker::spawn(service, rx, shared.clone(), codel);
         Self {
-            tx,
+            tx: worker::spawn(service, shared.clone(), codel),
             shared,
-            notified: None,
+            ready: Readiness::Idle,
         }
     }
 
     /// A handle on this queue.
     pub fn handle(&self) -> Handle {
         Handle::new(self.shared.clone())
+    }
+}
+
+/// Starts a call on the queue: with the slot granted to the caller under
+/// backpressure, else a free slot, else per the admission (fail, or wait
+/// in line for a slot). Shedding on depth comes first.
+pub(crate) fn start<Req, F>(
+    tx: &mpsc::UnboundedSender<Message<Req, F>>,
+    shared: &Arc<Shared>,
+    request: Req,
+    granted: Option<Slot>,
+) -> ResponseFuture<F, Req> {
+    let slot = match granted.map_or_else(|| shared.try_reserve(), Ok) {
+        Ok(slot) => slot,
+        Err(Refused::Shed(error)) => return ResponseFuture::failed(error.into()),
+        Err(Refused::Busy) => {
+            let max = match shared.admission() {
+                Admission::FailFast => return ResponseFuture::failed(shared.reject().into()),
+                // Under backpressure `poll_ready` saw room, but another
+                // caller took it since: wait in line, without a bound.
+                Admission::Backpressure => None,
+                Admission::Wait(max) => Some(max),
+            };
+            match shared.wait_turn() {
+                Ok(slot) => slot,
+                Err(turn) => return ResponseFuture::waiting(request, tx.clone(), turn, max),
+            }
+        }
+    };
+    match enqueue(tx, shared, request, slot) {
+        Ok(rx) => ResponseFuture::queued(rx, shared.clone()),
+        Err(error) => ResponseFuture::failed(error),
     }
 }
 
@@ -86,11 +125,11 @@ pub(crate) fn enqueue<Req, F>(
 
 impl<Req, F> Clone for Queue<Req, F> {
     fn clone(&self) -> Self {
-        // The clone has not waited for anything: no wake-up.
+        // The clone has not waited for anything: no place in line.
         Self {
             tx: self.tx.clone(),
             shared: self.shared.clone(),
-            notified: None,
+            ready: Readiness::Idle,
         }
     }
 }
@@ -110,44 +149,36 @@ where
         }
         if self.shared.admission() == Admission::Backpressure {
             loop {
-                if self.shared.has_room() {
-                    self.notified = None;
-                    break;
+                match &mut self.ready {
+                    Readiness::Granted(_) => break,
+                    Readiness::Waiting(turn) => {
+                        let slot = ready!(turn.poll(cx));
+                        self.ready = Readiness::Granted(slot);
+                    }
+                    // Room, and nobody waiting before us: ready, holding
+                    // nothing (the call takes its slot).
+                    Readiness::Idle if self.shared.has_room() => break,
+                    Readiness::Idle => {
+                        self.ready = match self.shared.wait_turn() {
+                            Ok(slot) => Readiness::Granted(slot),
+                            Err(turn) => Readiness::Waiting(turn),
+                        };
+                    }
                 }
-                let shared = &self.shared;
-                let notified = self
-                    .notified
-                    .get_or_insert_with(|| Box::pin(shared.freed.clone().notified_owned()));
-                // Registered before the second look, so no wake-up is lost.
-                notified.as_mut().enable();
-                if shared.has_room() {
-                    self.notified = None;
-                    break;
-                }
-                ready!(notified.as_mut().poll(cx));
-                self.notified = None;
             }
         }
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
-        let Some(slot) = self.shared.try_reserve() else {
-            let max = match self.shared.admission() {
-                Admission::FailFast => {
-                    return ResponseFuture::failed(self.shared.reject().into());
-                }
-                // `poll_ready` saw room, but another caller took it since:
-                // wait for the next slot, without a bound.
-                Admission::Backpressure => None,
-                Admission::Wait(max) => Some(max),
-            };
-            return ResponseFuture::waiting(request, self.tx.clone(), self.shared.clone(), max);
+        let granted = match std::mem::replace(&mut self.ready, Readiness::Idle) {
+            Readiness::Granted(slot) => Some(slot),
+            other => {
+                self.ready = other;
+                None
+            }
         };
-        match enqueue(&self.tx, &self.shared, request, slot) {
-            Ok(rx) => ResponseFuture::queued(rx, self.shared.clone()),
-            Err(error) => ResponseFuture::failed(error),
-        }
+        start(&self.tx, &self.shared, request, granted)
     }
 }
 

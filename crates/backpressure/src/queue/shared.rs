@@ -2,27 +2,29 @@
 //! handles, and the [`Slot`] a queued call holds.
 
 use std::fmt;
-use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
-use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram};
 use rampart_core::metric_name;
 use rampart_core::metrics::{InstanceLabels, labels};
-use tokio::sync::Notify;
 
 use crate::admission::Admission;
 use crate::error::{Overloaded, QueueClosed, Reason};
+use crate::queue::config::QueueConfig;
+use crate::queue::slots::{Reserve, Slots, Waiter};
 
 pub(crate) struct Shared {
     name: String,
-    capacity: usize,
     admission: Admission,
-    /// Calls queued, not yet handed to the inner service.
-    depth: AtomicUsize,
-    /// Woken whenever a slot frees.
-    pub(crate) freed: Arc<Notify>,
+    /// Slots for queued calls, and the line of callers waiting for one.
+    slots: Slots,
+    /// Random early detection above this depth, if set.
+    red: Option<Red>,
     rejected: AtomicU64,
     shed: AtomicU64,
     closed: OnceLock<QueueClosed>,
@@ -36,13 +38,18 @@ struct Metrics {
     sojourn: Histogram,
 }
 
+/// How [`Shared::try_reserve`] refused a call.
+pub(crate) enum Refused {
+    /// No slot free now, or earlier callers wait for one: apply the
+    /// admission.
+    Busy,
+    /// Shed at random above `shed_depth`.
+    Shed(Overloaded),
+}
+
 impl Shared {
-    pub(crate) fn new(
-        name: &str,
-        capacity: usize,
-        admission: Admission,
-        labels: &InstanceLabels,
-    ) -> Self {
+    /// A queue with the (validated) values of `config`.
+    pub(crate) fn new(config: &QueueConfig, labels: &InstanceLabels) -> Self {
         let metrics = Metrics {
             depth: metrics::gauge!(metric_name!("backpressure", "queue_depth"), labels.to_vec()),
             rejected: metrics::counter!(
@@ -58,12 +65,14 @@ impl Shared {
                 labels.to_vec()
             ),
         };
+        let capacity = config.capacity_value();
         Self {
-            name: name.to_owned(),
-            capacity,
-            admission,
-            depth: AtomicUsize::new(0),
-            freed: Arc::new(Notify::new()),
+            name: config.name_ref().to_owned(),
+            admission: config.admission_value(),
+            slots: Slots::new(capacity),
+            red: config
+                .shed_depth_value()
+                .map(|threshold| Red::new(threshold, capacity, config.seed_value())),
             rejected: AtomicU64::new(0),
             shed: AtomicU64::new(0),
             closed: OnceLock::new(),
@@ -71,28 +80,44 @@ impl Shared {
         }
     }
 
-    /// `true` when a slot is free now.
+    /// `true` when a newcomer would get a slot now: one is free and nobody
+    /// waits for one.
     pub(crate) fn has_room(&self) -> bool {
-        self.depth.load(Acquire) < self.capacity
+        self.slots.has_room()
     }
 
-    /// Takes a slot if one is free: one CAS loop.
-    pub(crate) fn try_reserve(self: &Arc<Self>) -> Option<Slot> {
-        let mut cur = self.depth.load(Acquire);
-        loop {
-            if cur >= self.capacity {
-                return None;
+    /// Takes a slot if one is free and nobody waits: one CAS loop, no lock.
+    /// Above `shed_depth` the call may be shed instead.
+    pub(crate) fn try_reserve(self: &Arc<Self>) -> Result<Slot, Refused> {
+        let reserved = match &self.red {
+            None => self.slots.try_reserve(|_| false),
+            Some(red) => {
+                let mut draw = None;
+                self.slots.try_reserve(|depth| {
+                    red.sheds(depth, || *draw.get_or_insert_with(|| red.draw()))
+                })
             }
-            match self
-                .depth
-                .compare_exchange_weak(cur, cur + 1, AcqRel, Acquire)
-            {
-                Ok(_) => return Some(self.slot()),
-                Err(actual) => cur = actual,
-            }
+        };
+        match reserved {
+            Reserve::Taken => Ok(self.slot()),
+            Reserve::Busy => Err(Refused::Busy),
+            Reserve::Shed => Err(Refused::Shed(self.shed_on_depth())),
         }
     }
 
+    /// Takes a slot if nobody waits and one is free, or joins the back of
+    /// the line for the next one.
+    pub(crate) fn wait_turn(self: &Arc<Self>) -> Result<Slot, Turn> {
+        match self.slots.wait_turn() {
+            Ok(()) => Ok(self.slot()),
+            Err(waiter) => Err(Turn {
+                shared: self.clone(),
+                waiter: Some(waiter),
+            }),
+        }
+    }
+
+    /// A slot just taken from `slots`.
     fn slot(self: &Arc<Self>) -> Slot {
         self.metrics.depth.increment(1.0);
         Slot {
@@ -105,7 +130,7 @@ impl Shared {
         self.metrics.rejected.increment(1);
         tracing::debug!(
             name = %self.name,
-            capacity = self.capacity,
+            capacity = self.capacity(),
             depth = self.depth(),
             reason = Reason::QueueFull.as_str(),
             "queue full, call rejected"
@@ -113,9 +138,9 @@ impl Shared {
         Overloaded::new(Reason::QueueFull, None)
     }
 
+    /// Counts a call shed on queueing delay (CoDel).
     pub(crate) fn shed(&self, sojourn: Duration) -> Overloaded {
-        self.shed.fetch_add(1, Relaxed);
-        self.metrics.shed.increment(1);
+        self.count_shed();
         tracing::debug!(
             name = %self.name,
             ?sojourn,
@@ -124,6 +149,24 @@ impl Shared {
             "standing queue, call shed"
         );
         Overloaded::new(Reason::Shed, None)
+    }
+
+    /// Counts a call shed on depth (random early detection).
+    fn shed_on_depth(&self) -> Overloaded {
+        self.count_shed();
+        tracing::debug!(
+            name = %self.name,
+            depth = self.depth(),
+            shed_depth = self.red.as_ref().map(|red| red.threshold),
+            reason = Reason::Shed.as_str(),
+            "queue above shed_depth, call shed"
+        );
+        Overloaded::new(Reason::Shed, None)
+    }
+
+    fn count_shed(&self) {
+        self.shed.fetch_add(1, Relaxed);
+        self.metrics.shed.increment(1);
     }
 
     pub(crate) fn record_sojourn(&self, sojourn: Duration) {
@@ -144,11 +187,15 @@ impl Shared {
     }
 
     pub(crate) fn capacity(&self) -> usize {
-        self.capacity
+        self.slots.capacity()
+    }
+
+    pub(crate) fn shed_depth(&self) -> Option<usize> {
+        self.red.as_ref().map(|red| red.threshold)
     }
 
     pub(crate) fn depth(&self) -> usize {
-        self.depth.load(Relaxed)
+        self.slots.in_use()
     }
 
     pub(crate) fn name(&self) -> &str {
@@ -168,7 +215,7 @@ impl fmt::Debug for Shared {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Queue")
             .field("name", &self.name)
-            .field("capacity", &self.capacity)
+            .field("capacity", &self.capacity())
             .field("depth", &self.depth())
             .field("admission", &self.admission)
             .finish()
@@ -177,17 +224,16 @@ impl fmt::Debug for Shared {
 
 // === impl Slot ===
 
-/// One place in the queue. Dropping it frees the place and wakes callers
-/// waiting for one.
+/// One place in the queue. Dropping it frees the place, handing it to the
+/// first caller waiting for one.
 pub(crate) struct Slot {
     shared: Arc<Shared>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.shared.depth.fetch_sub(1, AcqRel);
         self.shared.metrics.depth.decrement(1.0);
-        self.shared.freed.notify_waiters();
+        self.shared.slots.release();
     }
 }
 
@@ -196,5 +242,157 @@ impl fmt::Debug for Slot {
         f.debug_struct("Slot")
             .field("queue", &self.shared.name)
             .finish()
+    }
+}
+
+// === impl Turn ===
+
+/// A caller's place in the line for a slot. Dropped before its slot came,
+/// it leaves the line; dropped after, it passes the slot on.
+pub(crate) struct Turn {
+    shared: Arc<Shared>,
+    /// `None` once the slot was handed out.
+    waiter: Option<Arc<Waiter>>,
+}
+
+impl Turn {
+    /// `Ready` with the slot once it is this caller's turn.
+    pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Slot> {
+        match &self.waiter {
+            Some(waiter) if waiter.poll_granted(cx.waker()) => {
+                self.waiter = None;
+                Poll::Ready(self.shared.slot())
+            }
+            _ => Poll::Pending,
+        }
+    }
+
+    /// Leaves the line; the slot if it had been granted meanwhile.
+    pub(crate) fn give_up(&mut self) -> Option<Slot> {
+        let waiter = self.waiter.take()?;
+        self.shared
+            .slots
+            .cancel(&waiter)
+            .then(|| self.shared.slot())
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        drop(self.give_up());
+    }
+}
+
+impl fmt::Debug for Turn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Turn")
+            .field("queue", &self.shared.name)
+            .field("waiting", &self.waiter.is_some())
+            .finish()
+    }
+}
+
+// === impl Red ===
+
+/// Random early detection on depth: a call that finds `depth` calls queued
+/// would bring the queue to `depth + 1`; it is shed with probability
+/// `(depth + 1 - threshold) / (capacity - threshold)`, clamped to 0..=1:
+/// never while it keeps the depth at or below `threshold`, always when it
+/// would fill the last slot.
+struct Red {
+    threshold: usize,
+    capacity: usize,
+    /// SplitMix64's counter: one atomic add per draw, shared by every
+    /// caller, so a seeded queue sheds the same calls in the same order.
+    state: AtomicU64,
+}
+
+/// SplitMix64's increment (the golden ratio in 64 bits).
+const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
+
+impl Red {
+    fn new(threshold: usize, capacity: usize, seed: Option<u64>) -> Self {
+        let seed = seed.unwrap_or_else(|| {
+            // A per-process random key from std, so that queues sharing a
+            // configuration do not shed in step.
+            std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish()
+        });
+        Self {
+            threshold,
+            capacity,
+            state: AtomicU64::new(seed),
+        }
+    }
+
+    /// 64 random bits.
+    fn draw(&self) -> u64 {
+        let mut z = self.state.fetch_add(GOLDEN, Relaxed).wrapping_add(GOLDEN);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Whether a call finding `depth` queued is shed; `draw` gives its 64
+    /// random bits, asked for only above the threshold.
+    fn sheds(&self, depth: usize, draw: impl FnOnce() -> u64) -> bool {
+        let after = depth.saturating_add(1);
+        if after <= self.threshold {
+            return false;
+        }
+        let span = (self.capacity - self.threshold) as u128;
+        let over = ((after - self.threshold) as u128).min(span);
+        // shed when draw / 2^64 < over / span
+        (u128::from(draw()) * span) < (over << 64)
+    }
+}
+
+#[cfg(all(test, not(rampart_loom)))]
+mod tests {
+    use super::Red;
+
+    /// Of 10,000 calls finding `depth` queued, how many are shed.
+    fn shed_of_10k(red: &Red, depth: usize) -> usize {
+        (0..10_000)
+            .filter(|_| red.sheds(depth, || red.draw()))
+            .count()
+    }
+
+    #[test]
+    fn probability_rises_linearly_from_the_threshold_to_capacity() {
+        // threshold 10, capacity 20: a call finding d queued is shed with
+        // probability (d + 1 - 10) / 10.
+        let red = Red::new(10, 20, Some(7));
+        for depth in 0..10 {
+            assert_eq!(shed_of_10k(&red, depth), 0, "depth {depth}");
+        }
+        for depth in 10..19 {
+            let expected = (depth + 1 - 10) * 1_000;
+            let got = shed_of_10k(&red, depth);
+            // five standard deviations of a binomial with n = 10,000
+            assert!(
+                got.abs_diff(expected) <= 250,
+                "depth {depth}: {got} vs {expected}"
+            );
+        }
+        assert_eq!(shed_of_10k(&red, 19), 10_000);
+        assert_eq!(shed_of_10k(&red, 25), 10_000);
+    }
+
+    #[test]
+    fn the_same_seed_sheds_the_same_calls() {
+        let run = |seed| {
+            let red = Red::new(1, 3, Some(seed));
+            (0..64)
+                .map(|_| red.sheds(1, || red.draw()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(run(42), run(42));
+        assert_ne!(run(42), run(43));
     }
 }

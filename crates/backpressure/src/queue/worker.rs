@@ -22,19 +22,23 @@ pub(crate) struct Message<Req, F> {
     pub(crate) enqueued: Instant,
 }
 
-/// Spawns the worker for `service` on the current Tokio runtime.
+/// Spawns the worker for `service` on the current Tokio runtime and
+/// returns the queue's sending end. The worker ends once every clone of it
+/// is dropped (and the calls still queued are done).
 pub(crate) fn spawn<S, Req>(
     service: S,
-    rx: mpsc::UnboundedReceiver<Message<Req, S::Future>>,
     shared: Arc<Shared>,
     codel: Option<Codel>,
-) where
+) -> mpsc::UnboundedSender<Message<Req, S::Future>>
+where
     S: Service<Req> + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
     Req: Send + 'static,
 {
+    let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(run(service, rx, shared, codel.map(CodelState::new)));
+    tx
 }
 
 async fn run<S, Req>(

@@ -58,8 +58,10 @@ impl Handle {
 
     /// Changes the rate to `rate` calls per `period`, at once, for every
     /// service sharing the limiter. Calls already admitted or waiting for
-    /// a slot keep it. Refuses the values [`RateLimitConfig::rate`]
-    /// refuses, naming the field.
+    /// a slot keep it. Slowing down re-prices the calls still counted
+    /// against the limiter at the new spacing, so it never grants a fresh
+    /// burst; speeding up leaves them as they are. Refuses the values
+    /// [`RateLimitConfig::rate`] refuses, naming the field.
     ///
     /// [`RateLimitConfig::rate`]: crate::RateLimitConfig::rate
     pub fn set_rate(&self, rate: u32, period: Duration) -> Result<(), ConfigError> {

@@ -2,6 +2,10 @@
 
 pub(crate) mod config;
 pub mod future;
+#[cfg(rampart_loom)]
+#[doc(hidden)]
+pub mod gcra;
+#[cfg(not(rampart_loom))]
 pub(crate) mod gcra;
 pub(crate) mod handle;
 pub(crate) mod keyed;
