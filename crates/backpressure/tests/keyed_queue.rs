@@ -176,7 +176,7 @@ async fn an_evicted_idle_key_ends_its_worker() {
     // inner service.
     let mut waited = 0;
     while Arc::strong_count(&token) > 2 {
-        assert!(waited < 200, "the idle key's worker never ended");
+        assert!(waited < 1000, "the idle key's worker never ended in 10 s");
         wall_clock_pause(Duration::from_millis(10));
         let _ = handle.len();
         settle().await;
