@@ -83,3 +83,43 @@ fn a_span_per_attempt() {
         .collect();
     assert_eq!(attempts, [Some(1), Some(2), Some(3)]);
 }
+
+#[test]
+fn a_span_per_hedge_attempt() {
+    use rampart_retry::{HedgeConfig, HedgeDelay};
+
+    let spans = Spans::default();
+    let _guard = tracing::subscriber::set_default(spans.clone());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let layer = HedgeConfig::new()
+            .delay(HedgeDelay::Fixed(Duration::from_millis(5)))
+            .build()
+            .unwrap();
+        // The first attempt hangs; the hedge answers.
+        let calls = Arc::new(AtomicU64::new(0));
+        let svc = layer.layer(service_fn(move |_: ()| {
+            let first = calls.fetch_add(1, Ordering::SeqCst) == 0;
+            async move {
+                if first {
+                    std::future::pending::<()>().await;
+                }
+                Ok::<_, &str>(())
+            }
+        }));
+        svc.oneshot(()).await.unwrap();
+    });
+    let attempts: Vec<Option<u64>> = spans
+        .created
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(name, _)| name == "hedge_attempt")
+        .map(|(_, a)| *a)
+        .collect();
+    assert_eq!(attempts, [Some(1), Some(2)]);
+}
