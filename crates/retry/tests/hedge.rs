@@ -640,7 +640,9 @@ fn toml_refuses_unknown_keys_and_bad_values() {
 #[test]
 fn the_layer_is_cloneable_and_debuggable() {
     let layer: HedgeLayer = fixed().name("x").build().unwrap();
-    let text = format!("{:?}", layer.clone());
+    let copy = layer.clone();
+    drop(layer);
+    let text = format!("{copy:?}");
     assert!(
         text.contains("HedgeLayer") && text.contains("50ms"),
         "{text}"
