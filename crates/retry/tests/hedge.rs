@@ -1,6 +1,8 @@
 //! Hedging: timing, cancellation, idempotency, budget and the tracked
 //! percentile, on tokio's paused clock.
 
+mod common;
+
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
@@ -484,12 +486,7 @@ async fn sleep_until_window(built: Instant, n: u32) {
 fn reports_hedges_sent_won_and_budget_exhausted() {
     let recorder = TestRecorder::default();
     metrics::with_local_recorder(&recorder, || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .unwrap();
-        rt.block_on(async {
+        common::paused_runtime().block_on(async {
             let layer = fixed().name("search").budget(tokens(2)).build().unwrap();
             let (svc, _) = scripted(&[
                 // hedged, the hedge wins
