@@ -59,6 +59,7 @@
 //! | the time a try has left, sent upstream (`grpc-timeout`, or a header) | [`RetryConfig::deadline_header`], [`ReplayPolicy::propagate_deadline`] |
 //! | retry budget (a ratio of first tries plus a floor per second), shareable | [`RetryConfig::budget`], [`RetryBudget`], [`RetryLayer::with_budget`] |
 //! | per-request attempts and deadline | [`RetryOverride`] in an `http::Request`'s extensions |
+//! | hedged requests after a fixed delay or a tracked latency percentile, from the same budget | [`HedgeConfig`], [`HedgeLayer`]; see [Hedging](#hedging) |
 //!
 //! A retry is made only when all of these hold: the classifier's
 //! [`Decision`](rampart_core::Decision) allows it; attempts remain; the
@@ -109,12 +110,118 @@
 //!   when idempotent.
 //! - Like tower, requests are cloned to be replayed (`Req: Clone`); HTTP
 //!   bodies that are not `Clone` are not buffered (yet).
+//!
+//! # Hedging
+//!
+//! A retry waits for a failure. A hedge does not wait that long: when a
+//! call has gone unanswered for a delay, [`HedgeLayer`] sends the same
+//! request once more and takes the first answer the classifier does not
+//! call a failure; the other attempt is dropped, which cancels it. One
+//! slow instance, a lost packet or a pause no longer sets the caller's
+//! latency.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::sync::atomic::{AtomicU32, Ordering};
+//! use std::time::Duration;
+//! use rampart_retry::{HedgeConfig, HedgeDelay, RetryConfig};
+//! use tokio::time::{Instant, sleep};
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), rampart_core::BoxError> {
+//! let retry = RetryConfig::new().name("search").build()?;
+//! let hedge = HedgeConfig::new()
+//!     .name("search")
+//!     // In production, rather HedgeDelay::percentile(0.95).
+//!     .delay(HedgeDelay::Fixed(Duration::from_millis(20)))
+//!     .build()?
+//!     // Retries and hedges spend from one budget.
+//!     .with_budget(retry.budget().expect("a retry budget by default"));
+//!
+//! // The first call is stuck for 10 s, the next answers in 5 ms.
+//! let calls = Arc::new(AtomicU32::new(0));
+//! let seen = Arc::clone(&calls);
+//! let svc = ServiceBuilder::new()
+//!     .layer(retry)
+//!     .layer(hedge)
+//!     .service(service_fn(move |q: u32| {
+//!         let stuck = seen.fetch_add(1, Ordering::SeqCst) == 0;
+//!         async move {
+//!             sleep(Duration::from_millis(if stuck { 10_000 } else { 5 })).await;
+//!             Ok::<_, rampart_core::BoxError>(q)
+//!         }
+//!     }));
+//!
+//! let start = Instant::now();
+//! assert_eq!(svc.oneshot(7).await?, 7);
+//! assert_eq!(start.elapsed(), Duration::from_millis(25)); // 20 ms delay + 5 ms
+//! assert_eq!(calls.load(Ordering::SeqCst), 2);
+//! # Ok(()) }
+//! ```
+//!
+//! | rule | setting |
+//! |---|---|
+//! | the delay: fixed, or the percentile of recent latencies | [`HedgeConfig::delay`], [`HedgeDelay`] |
+//! | hedges per call (1–3), each one delay after the previous | [`HedgeConfig::max_hedges`] |
+//! | hedge only replayable requests (HTTP: idempotent or `Idempotency-Key`) | [`HedgeLayer::replay_policy`], [`HedgeLayer::for_http`] |
+//! | what counts as a good answer | [`HedgeLayer::classifier`] |
+//! | every hedge paid from a budget, shareable with retries | [`HedgeConfig::budget`], [`HedgeLayer::with_budget`] |
+//!
+//! A hedge is sent when all of these hold: the request is replayable;
+//! the delay has passed with no attempt answered; a delay is known (a
+//! percentile needs a complete window of `min_samples` calls first; until
+//! then, no hedge); a clone of the inner service is ready (while it is
+//! not, the first attempt carries on alone and the hedge goes when the
+//! clone is ready); and the budget pays for it. Every call deposits into
+//! the budget, as a retry layer's first tries do.
+//!
+//! The first answer that is not a failure wins and the attempts still in
+//! flight are dropped. A failure waits for the attempts still in flight;
+//! when every attempt sent has failed, the last failure comes back. A
+//! failure before any hedge was sent comes back at once: hedging does not
+//! retry, so put a [`RetryLayer`] around it for that (as above). The
+//! service's error is `BoxError`, the inner error boxed; hedging adds no
+//! error of its own.
+//!
+//! The percentile is tracked online in a histogram of atomic counters
+//! (log-scale buckets, 6.25 % wide; one `fetch_add` per call, no lock, no
+//! allocation), per window, and the delay is the percentile of the last
+//! complete window rounded up to its bucket's end. Each call records one
+//! latency: its first attempt's, or when a hedge answers first, the time
+//! waited so far (a lower bound of the first attempt's), so that winning
+//! hedges do not drag the estimate down. See
+//! [`HedgeDelay::Percentile`].
+//!
+//! Metrics (labelled with the layer's name): `rampart_hedge_sent_total`,
+//! `rampart_hedge_won_total` (a hedge's answer was returned) and
+//! `rampart_hedge_budget_exhausted_total` (a hedge was due but not paid
+//! for). Each attempt runs in a `hedge_attempt` tracing span with an
+//! `attempt` field (1 for the first).
+//!
+//! Under overload, hedges add at most the budget's share of load (by
+//! default 20 % of calls plus 10 per second) however slow the dependency
+//! gets: a dependency that slows down gets hedges only while the budget
+//! pays, then each call waits on its first attempt alone. With a
+//! percentile delay, a dependency that is slow across the board moves the
+//! percentile up within two windows, and hedging falls back to the slowest
+//! share of calls. When a retry layer and a hedge layer share a budget and
+//! are stacked, both deposit for each call, so the budget allows twice its
+//! ratio per request; halve the ratio to keep the same bound.
+//!
+//! Differences from tower's `hedge`: tower returns whichever attempt
+//! finishes first, error or not, while here a failure waits for the other
+//! attempt; hedges here are paid from a budget; the delay may be fixed;
+//! the histogram is lock-free and records a lower bound for calls a hedge
+//! won, where tower records only completed attempts' own latencies under a
+//! mutex; and the whole is configured by data.
 
 mod backoff;
 mod budget;
 mod config;
 mod error;
 mod future;
+mod hedge;
 mod layer;
 mod policy;
 mod service;
@@ -124,6 +231,12 @@ pub use crate::budget::{BudgetConfig, BudgetSnapshot, RetryBudget};
 pub use crate::config::{MAX_ATTEMPTS, RetryConfig};
 pub use crate::error::{DeadlineExceeded, TryTimeout};
 pub use crate::future::ResponseFuture;
+pub use crate::hedge::{Hedge, HedgeConfig, HedgeDelay, HedgeFuture, HedgeLayer, MAX_HEDGES};
 pub use crate::layer::RetryLayer;
 pub use crate::policy::{AnyRequest, HttpRequests, ReplayPolicy, RetryOverride};
 pub use crate::service::Retry;
+
+// The guide's Rust examples run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/retry.md")]
+struct Guide;

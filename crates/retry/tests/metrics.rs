@@ -1,5 +1,7 @@
 //! The retry layer reports through the `metrics` facade with the shared names.
 
+mod common;
+
 use std::time::Duration;
 
 use rampart_core::testing::TestRecorder;
@@ -10,12 +12,7 @@ use tower::{Layer, ServiceExt, service_fn};
 fn reports_attempts_retries_and_exhaustion() {
     let recorder = TestRecorder::default();
     metrics::with_local_recorder(&recorder, || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .unwrap();
-        rt.block_on(async {
+        common::paused_runtime().block_on(async {
             // one retry per window, whatever the traffic
             let layer = RetryConfig::new()
                 .name("inventory")

@@ -1,10 +1,13 @@
 //! Each try runs in a `retry_attempt` span carrying its attempt number.
 
+mod common;
+
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rampart_retry::{Backoff, RetryConfig};
+use rampart_retry::{Backoff, HedgeConfig, HedgeDelay, RetryConfig};
 use tower::{Layer, ServiceExt, service_fn};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
@@ -52,16 +55,23 @@ impl Subscriber for Spans {
     fn exit(&self, _: &Id) {}
 }
 
-#[test]
-fn a_span_per_attempt() {
+/// The `attempt` field of every span called `name` created while `run`
+/// ran on a paused runtime.
+fn attempts(name: &str, run: impl Future<Output = ()>) -> Vec<Option<u64>> {
     let spans = Spans::default();
     let _guard = tracing::subscriber::set_default(spans.clone());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    common::paused_runtime().block_on(run);
+    let created = spans.created.lock().unwrap();
+    created
+        .iter()
+        .filter(|(span, _)| span == name)
+        .map(|(_, a)| *a)
+        .collect()
+}
+
+#[test]
+fn a_span_per_attempt() {
+    let attempts = attempts("retry_attempt", async {
         let layer = RetryConfig::new()
             .no_budget()
             .max_attempts(3)
@@ -73,13 +83,28 @@ fn a_span_per_attempt() {
         let svc = layer.layer(service_fn(|_: ()| async { Err::<(), _>("boom") }));
         assert!(svc.oneshot(()).await.is_err());
     });
-    let attempts: Vec<Option<u64>> = spans
-        .created
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(name, _)| name == "retry_attempt")
-        .map(|(_, a)| *a)
-        .collect();
     assert_eq!(attempts, [Some(1), Some(2), Some(3)]);
+}
+
+#[test]
+fn a_span_per_hedge_attempt() {
+    let attempts = attempts("hedge_attempt", async {
+        let layer = HedgeConfig::new()
+            .delay(HedgeDelay::Fixed(Duration::from_millis(5)))
+            .build()
+            .unwrap();
+        // The first attempt hangs; the hedge answers.
+        let calls = Arc::new(AtomicU64::new(0));
+        let svc = layer.layer(service_fn(move |_: ()| {
+            let first = calls.fetch_add(1, Ordering::SeqCst) == 0;
+            async move {
+                if first {
+                    std::future::pending::<()>().await;
+                }
+                Ok::<_, &str>(())
+            }
+        }));
+        svc.oneshot(()).await.unwrap();
+    });
+    assert_eq!(attempts, [Some(1), Some(2)]);
 }
