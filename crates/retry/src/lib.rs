@@ -116,6 +116,7 @@ mod error;
 mod future;
 mod layer;
 mod policy;
+mod replay;
 mod service;
 
 pub use crate::backoff::{Backoff, Rng};
@@ -125,4 +126,8 @@ pub use crate::error::{DeadlineExceeded, TryTimeout};
 pub use crate::future::ResponseFuture;
 pub use crate::layer::RetryLayer;
 pub use crate::policy::{AnyRequest, HttpRequests, ReplayPolicy, RetryOverride};
+pub use crate::replay::{
+    BodyReadError, BodyTaken, NotReplayable, ReplayBody, ReplayBodyConfig, ReplayBodyLayer,
+    ReplayBodyService, ReplayFuture,
+};
 pub use crate::service::Retry;
