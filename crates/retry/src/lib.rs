@@ -60,6 +60,7 @@
 //! | retry budget (a ratio of first tries plus a floor per second), shareable | [`RetryConfig::budget`], [`RetryBudget`], [`RetryLayer::with_budget`] |
 //! | per-request attempts and deadline | [`RetryOverride`] in an `http::Request`'s extensions |
 //! | hedged requests after a fixed delay or a tracked latency percentile, from the same budget | [`HedgeConfig`], [`HedgeLayer`]; see [Hedging](#hedging) |
+//! | replay HTTP requests whose body is not `Clone`: buffered up to a limit, larger bodies sent once | [`ReplayBodyLayer`], [`ReplayBodyConfig::limit`] |
 //!
 //! A retry is made only when all of these hold: the classifier's
 //! [`Decision`](rampart_core::Decision) allows it; attempts remain; the
@@ -74,6 +75,88 @@
 //! `rampart_retry_budget_exhausted_total`. Each try runs in a
 //! `retry_attempt` tracing span with an `attempt` field.
 //!
+//! # Replaying HTTP request bodies
+//!
+//! Requests are replayed by cloning them, so an `http::Request<B>` needs
+//! `B: Clone`; streaming bodies (hyper's `Incoming`, a boxed body, a
+//! stream) are not. Put a [`ReplayBodyLayer`] outside the retry layer: it
+//! reads each body up to a limit (64 KiB by default,
+//! [`ReplayBodyConfig::limit`]) and hands on a [`ReplayBody`], which is
+//! `Clone`.
+//!
+//! - A body within the limit (counted in data bytes; trailers are kept
+//!   too) is held in memory, and every try sends it byte-identical.
+//! - A body over the limit is sent once, whole and in order, never
+//!   truncated: the bytes already read, then the rest of the stream. When
+//!   its `Content-Length` or size hint already says so, it is not read
+//!   before the call at all. The request is marked [`NotReplayable`],
+//!   [`HttpRequests`] never replays it, and its outcome (a 503 included)
+//!   goes back to the caller. A copy of such a body yields [`BodyTaken`]
+//!   instead of part of the body.
+//! - If reading the body fails while buffering, the call fails with
+//!   [`BodyReadError`] (its source is the body's error) and nothing is
+//!   sent.
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use std::sync::Arc;
+//! use std::sync::atomic::{AtomicU32, Ordering};
+//! use std::time::Duration;
+//! use bytes::Bytes;
+//! use http_body_util::{BodyExt, Full, combinators::BoxBody};
+//! use rampart_core::BoxError;
+//! use rampart_retry::{Backoff, ReplayBody, ReplayBodyLayer, RetryConfig};
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! // A boxed body is not `Clone`.
+//! type Body = BoxBody<Bytes, Infallible>;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), BoxError> {
+//! // Answers 503 first, then 200; checks the body every time.
+//! let calls = Arc::new(AtomicU32::new(0));
+//! let seen = Arc::clone(&calls);
+//! let client = service_fn(move |req: http::Request<ReplayBody<Body>>| {
+//!     let call = seen.fetch_add(1, Ordering::SeqCst);
+//!     async move {
+//!         assert_eq!(req.into_body().collect().await?.to_bytes(), "order #42");
+//!         let status = if call == 0 { 503 } else { 200 };
+//!         Ok::<_, BoxError>(http::Response::builder().status(status).body(())?)
+//!     }
+//! });
+//!
+//! let svc = ServiceBuilder::new()
+//!     .layer(ReplayBodyLayer::new()) // outside: buffers bodies up to 64 KiB
+//!     .layer(
+//!         RetryConfig::new()
+//!             .backoff(Backoff::Constant { delay: Duration::from_millis(1) })
+//!             .build()?
+//!             .for_http(),
+//!     )
+//!     .service(client);
+//!
+//! let body: Body = Full::new(Bytes::from("order #42")).boxed();
+//! let resp = svc.oneshot(http::Request::put("/orders/42").body(body)?).await?;
+//! assert_eq!(resp.status(), 200);
+//! assert_eq!(calls.load(Ordering::SeqCst), 2);
+//! # Ok(()) }
+//! ```
+//!
+//! Only requests the HTTP rule may replay (an idempotent method or an
+//! `Idempotency-Key`) are buffered; a `POST` without a key goes through
+//! unread. For a custom [`ReplayPolicy`] that replays more, set
+//! [`ReplayBodyConfig::all_methods`].
+//!
+//! The first try starts only once the body is buffered (up to the
+//! limit), as with Envoy's request buffer: a slow upload delays it, and
+//! the inner service made ready by `poll_ready` is held meanwhile. Under
+//! overload, the memory held for bodies is bounded by the limit times the
+//! requests in flight (each may also keep the one frame that passed the
+//! limit until it is sent); lower the limit, or bound concurrency with a
+//! bulkhead outside, to bound it further. Only [`HttpRequests`] (and so
+//! [`RetryLayer::for_http`]) knows [`NotReplayable`]; a custom
+//! [`ReplayPolicy`] for HTTP should check it too.
+//!
 //! # Errors
 //!
 //! The service's error is `BoxError`:
@@ -83,6 +166,7 @@
 //! | the inner service's error, boxed | the last try failed and no retry followed; downcast to your type |
 //! | [`TryTimeout`] | the last try exceeded the per-try timeout |
 //! | [`DeadlineExceeded`] | the deadline passed while a try was in flight (a retry that could not finish in time is not started, and the previous outcome is returned instead) |
+//! | [`BodyReadError`] (with [`ReplayBodyLayer`]) | reading the request body failed while buffering it; nothing was sent |
 //! | [`rampart_core::ConfigError`] (from `build`) | a setting was refused; it names the field |
 //!
 //! The budget never produces an error of its own: an exhausted budget
@@ -96,7 +180,9 @@
 //! retry traffic shrinks as a share of the load exactly when it stops
 //! helping. Jittered backoff spreads the retries that are made, and
 //! `Retry-After` from the server is honoured. Put a breaker inside the
-//! retry layer to stop trying an open dependency altogether.
+//! retry layer to stop trying an open dependency altogether. With a
+//! [`ReplayBodyLayer`], bodies held for replay take at most its limit per
+//! request in flight.
 //!
 //! # Differences from tower's retry
 //!
@@ -108,8 +194,10 @@
 //! - Decisions come from [`rampart_core::Classify`], the same classifier
 //!   the breaker and the mesh use, and HTTP requests are replayed only
 //!   when idempotent.
-//! - Like tower, requests are cloned to be replayed (`Req: Clone`); HTTP
-//!   bodies that are not `Clone` are not buffered (yet).
+//! - Like tower, requests are cloned to be replayed (`Req: Clone`); for
+//!   HTTP bodies that are not `Clone`, [`ReplayBodyLayer`] buffers them up
+//!   to a limit and sends larger ones once, where tower leaves bodies to
+//!   the user.
 //!
 //! # Hedging
 //!
@@ -224,6 +312,7 @@ mod future;
 mod hedge;
 mod layer;
 mod policy;
+mod replay;
 mod service;
 
 pub use crate::backoff::{Backoff, Rng};
@@ -234,6 +323,10 @@ pub use crate::future::ResponseFuture;
 pub use crate::hedge::{Hedge, HedgeConfig, HedgeDelay, HedgeFuture, HedgeLayer, MAX_HEDGES};
 pub use crate::layer::RetryLayer;
 pub use crate::policy::{AnyRequest, HttpRequests, ReplayPolicy, RetryOverride};
+pub use crate::replay::{
+    BodyReadError, BodyTaken, NotReplayable, ReplayBody, ReplayBodyConfig, ReplayBodyLayer,
+    ReplayBodyService, ReplayFuture,
+};
 pub use crate::service::Retry;
 
 // The guide's Rust examples run as doctests.

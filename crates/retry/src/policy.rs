@@ -68,8 +68,9 @@ impl<Req> ReplayPolicy<Req> for AnyRequest {
 
 /// HTTP requests: only those with an idempotent method or an
 /// `Idempotency-Key` header are replayed
-/// ([`rampart_core::classify::is_replayable`]); a [`RetryOverride`] in the
-/// extensions is honoured.
+/// ([`rampart_core::classify::is_replayable`]), never one marked
+/// [`NotReplayable`](crate::NotReplayable) (a body over the replay limit);
+/// a [`RetryOverride`] in the extensions is honoured.
 ///
 /// Each try tells the upstream how long it has: a gRPC request (its
 /// `content-type` starts with `application/grpc`) gets `grpc-timeout`, any
@@ -84,6 +85,7 @@ impl<B> ReplayPolicy<http::Request<B>> for HttpRequests {
     #[inline]
     fn is_replayable(&self, req: &http::Request<B>) -> bool {
         rampart_core::classify::is_replayable(req)
+            && req.extensions().get::<crate::NotReplayable>().is_none()
     }
 
     fn overrides(&self, req: &http::Request<B>) -> RetryOverride {

@@ -150,7 +150,10 @@ mod tests {
         assert_eq!(c.decode::<u32>(b"hello world"), Err(CodecError::NotOurs));
         assert_eq!(
             Codec::new(2).decode::<u32>(&bytes),
-            Err(CodecError::Schema { found: 1, expected: 2 })
+            Err(CodecError::Schema {
+                found: 1,
+                expected: 2
+            })
         );
         bytes[2] = 9;
         assert_eq!(c.decode::<u32>(&bytes), Err(CodecError::Format(9)));
