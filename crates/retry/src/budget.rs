@@ -118,6 +118,9 @@ impl BudgetConfig {
 ///
 /// Every first try deposits, every retry withdraws; a retry the budget
 /// cannot pay for is not made, and the caller gets the last real outcome.
+/// A retry layer's call that may make only one try (`max_attempts` 1, or a
+/// [`RetryOverride`](crate::RetryOverride) of 1) neither deposits nor
+/// withdraws.
 /// Clones share one account, so several retry layers (for example one per
 /// route to the same upstream) can draw on one budget.
 ///

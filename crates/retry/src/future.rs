@@ -129,7 +129,11 @@ where
             .deadline
             .or(shared.deadline)
             .map(|d| (Instant::now() + d, d));
-        if let Some(budget) = &shared.budget {
+        // A call that may make only one try neither spends nor earns
+        // retries: it does not deposit (and pays no clock read for it).
+        if max_attempts > 1
+            && let Some(budget) = &shared.budget
+        {
             budget.deposit();
         }
         let mut r = Retrying {

@@ -439,6 +439,26 @@ async fn the_ratio_pays_for_retries() {
     assert_eq!(budget.snapshot().available, 0);
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_call_that_may_not_retry_does_not_deposit() {
+    let budget = BudgetConfig::new().build().unwrap();
+    for (attempts, deposits) in [(1, 0), (2, 1)] {
+        let (svc, _) = scripted(&[]);
+        let svc = config()
+            .max_attempts(attempts)
+            .build()
+            .unwrap()
+            .with_budget(budget.clone())
+            .layer(svc);
+        svc.oneshot(1).await.unwrap();
+        assert_eq!(
+            budget.snapshot().first_tries,
+            deposits,
+            "max_attempts {attempts}"
+        );
+    }
+}
+
 // === per-request overrides ===
 
 #[tokio::test(start_paused = true)]
