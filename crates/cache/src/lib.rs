@@ -13,4 +13,5 @@
 //! assert_eq!(codec.decode::<u64>(&bytes).unwrap(), 42);
 //! ```
 
+pub mod http;
 pub mod remote;
