@@ -4,6 +4,7 @@
 use std::fmt::{self, Write as _};
 
 use http::header::{AUTHORIZATION, HOST};
+use http::uri::Authority;
 use http::{HeaderMap, Method, Request, Uri, request};
 use serde::{Deserialize, Serialize};
 
@@ -104,7 +105,10 @@ impl fmt::Display for HttpCacheKey {
 impl HttpCachePolicy {
     /// The key to look `req` up under and store its response under, or
     /// `None` when the request must bypass the cache: a method other than
-    /// `GET` or `HEAD`, or `Cache-Control: no-store` on the request.
+    /// `GET` or `HEAD`, `Cache-Control: no-store` on the request, or a
+    /// target that could be confused with another (a `Host` header that
+    /// is not a valid authority, or a path starting with `//` and no host
+    /// at all).
     ///
     /// The method is part of the key: a `HEAD` is answered from a stored
     /// `HEAD` response, never from a stored `GET` (simpler, and no body
@@ -128,6 +132,7 @@ impl HttpCachePolicy {
         if CacheControl::from_headers(headers).no_store {
             return None;
         }
+        let target = target(uri, headers)?;
         let vary = self
             .vary
             .iter()
@@ -135,15 +140,19 @@ impl HttpCachePolicy {
             .collect();
         Some(HttpCacheKey {
             method,
-            target: target(uri, headers),
+            target,
             vary,
         })
     }
 }
 
 /// `scheme://authority/path?query`, the authority's host lower-cased; the
-/// `Host` header stands in for a missing authority.
-fn target(uri: &Uri, headers: &HeaderMap) -> String {
+/// `Host` header (`//host/path?query`) stands in for a missing authority.
+/// `None` (do not cache) when that cannot be told apart from another
+/// request's target: a `Host` that is not a valid authority (`a/b` would
+/// be read as host `a` and path `/b…`), or a path starting with `//` and
+/// no host at all.
+fn target(uri: &Uri, headers: &HeaderMap) -> Option<String> {
     let path = uri.path_and_query().map_or("/", |pq| pq.as_str());
     let mut out = String::with_capacity(path.len() + 32);
     if let Some(scheme) = uri.scheme_str() {
@@ -151,27 +160,33 @@ fn target(uri: &Uri, headers: &HeaderMap) -> String {
         out.push_str("://");
     }
     if let Some(authority) = uri.authority() {
-        // Userinfo and port as sent; the host is case-insensitive.
-        let text = authority.as_str();
-        let host = authority.host();
-        match text.rfind('@') {
-            Some(at) => out.push_str(&text[..=at]),
-            None => {}
-        }
-        out.push_str(&host.to_ascii_lowercase());
-        if let Some(port) = authority.port() {
-            out.push(':');
-            out.push_str(port.as_str());
-        }
-    } else if let Some(host) = headers.get(HOST).and_then(|h| h.to_str().ok()) {
+        push_authority(&mut out, authority);
+    } else if let Some(host) = headers.get(HOST) {
+        let host = Authority::try_from(trim(host.as_bytes())).ok()?;
         out.push_str("//");
-        out.push_str(&host.trim().to_ascii_lowercase());
+        push_authority(&mut out, &host);
+    } else if path.starts_with("//") {
+        return None;
     }
     if !path.starts_with('/') && !out.is_empty() {
         out.push('/');
     }
     out.push_str(path);
-    out
+    Some(out)
+}
+
+/// Userinfo and port as sent; the host, which is case-insensitive,
+/// lower-cased.
+fn push_authority(out: &mut String, authority: &Authority) {
+    let text = authority.as_str();
+    if let Some(at) = text.rfind('@') {
+        out.push_str(&text[..=at]);
+    }
+    out.push_str(&authority.host().to_ascii_lowercase());
+    if let Some(port) = authority.port() {
+        out.push(':');
+        out.push_str(port.as_str());
+    }
 }
 
 /// Every field line of `name`, trimmed and joined with `", "`; `None`
@@ -304,6 +319,32 @@ mod tests {
             "//ex.com/p?q"
         );
         assert_eq!(t(get("/p?q").body(()).unwrap()), "/p?q");
+        assert_eq!(
+            t(get("/p").header("host", "Ex.com:81").body(()).unwrap()),
+            "//ex.com:81/p"
+        );
+        // Ambiguous targets bypass the cache: a Host with a path in it
+        // would collide with another host's path, and so would a hostless
+        // path starting with `//`.
+        assert_eq!(
+            key(
+                &policy,
+                get("/p").header("host", "ex.com/x").body(()).unwrap()
+            ),
+            None
+        );
+        assert_eq!(
+            key(&policy, get("/p").header("host", "").body(()).unwrap()),
+            None
+        );
+        assert_eq!(key(&policy, get("//ex.com/p").body(()).unwrap()), None);
+        assert!(
+            key(
+                &policy,
+                get("//ex.com/p").header("host", "h").body(()).unwrap()
+            )
+            .is_some()
+        );
         // Different hosts or queries are different keys.
         assert_ne!(
             t(get("/p").header("host", "a").body(()).unwrap()),
