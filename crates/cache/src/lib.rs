@@ -14,4 +14,5 @@
 //! ```
 
 pub mod bloom;
+pub mod http;
 pub mod remote;
