@@ -2,9 +2,6 @@
 //! by many processes (Redis), and defences against penetration, stampedes
 //! (breakdown) and avalanches.
 //!
-//! (Work in progress: the layer lands in the next commits; the remote
-//! tier's contract and value format are here.)
-//!
 //! ```
 //! use rampart_cache::remote::Codec;
 //!
@@ -13,4 +10,24 @@
 //! assert_eq!(codec.decode::<u64>(&bytes).unwrap(), 42);
 //! ```
 
+mod builder;
+mod config;
+mod entry;
+mod error;
+pub mod future;
+mod handle;
+mod layer;
 pub mod remote;
+mod service;
+mod shared;
+mod stats;
+mod two_tier;
+
+pub use builder::CacheBuilder;
+pub use config::{CacheConfig, MAX_EARLY_REFRESH};
+pub use entry::Lifetime;
+pub use error::LoadFailed;
+pub use handle::Handle;
+pub use layer::CacheLayer;
+pub use service::Cache;
+pub use stats::Snapshot;
