@@ -371,3 +371,19 @@ where
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logs_at_most_once_per_interval() {
+        let log = LogLimiter::new(Duration::from_nanos(100));
+        assert!(log.allow(0));
+        assert!(!log.allow(50));
+        assert!(!log.allow(99));
+        assert!(log.allow(100));
+        assert!(!log.allow(150));
+        assert!(log.allow(1_000));
+    }
+}
