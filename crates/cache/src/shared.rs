@@ -20,16 +20,20 @@ use crate::error::LoadFailed;
 use crate::stats::Stats;
 use crate::two_tier::RemoteTier;
 
-pub(crate) type KeyFn<Req, K> = dyn Fn(&Req) -> Option<K> + Send + Sync;
+/// A user function, shared by every request.
+pub(crate) type UserFn<A, R> = Box<dyn Fn(&A) -> R + Send + Sync>;
+
+/// Weighs an entry.
+pub(crate) type Weigher<K, V> = Box<dyn Fn(&K, &V) -> u32 + Send + Sync>;
 
 /// The user's functions.
 pub(crate) struct Hooks<Req, Resp, K, V> {
-    pub(crate) key: Box<KeyFn<Req, K>>,
-    pub(crate) to_value: Box<dyn Fn(&Resp) -> Option<V> + Send + Sync>,
-    pub(crate) from_value: Box<dyn Fn(&V) -> Resp + Send + Sync>,
-    pub(crate) negative: Option<Box<dyn Fn(&V) -> bool + Send + Sync>>,
-    pub(crate) lifetime: Option<Box<dyn Fn(&V) -> Lifetime + Send + Sync>>,
-    pub(crate) weigher: Option<Box<dyn Fn(&K, &V) -> u32 + Send + Sync>>,
+    pub(crate) key: UserFn<Req, Option<K>>,
+    pub(crate) to_value: UserFn<Resp, Option<V>>,
+    pub(crate) from_value: UserFn<V, Resp>,
+    pub(crate) negative: Option<UserFn<V, bool>>,
+    pub(crate) lifetime: Option<UserFn<V, Lifetime>>,
+    pub(crate) weigher: Option<Weigher<K, V>>,
 }
 
 /// Why a load put nothing in the local tier; moka hands it, shared, to

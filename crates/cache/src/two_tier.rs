@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::remote::{Codec, CodecError, RemoteCache, RemoteError};
-use crate::shared::Shared;
+use crate::shared::{Shared, UserFn};
 
 type Encode<V> = fn(&Codec, &V) -> Result<Vec<u8>, CodecError>;
 type Decode<V> = fn(&Codec, &[u8]) -> Result<V, CodecError>;
@@ -22,8 +22,8 @@ type Decode<V> = fn(&Codec, &[u8]) -> Result<V, CodecError>;
 pub(crate) struct RemoteTier<K, V> {
     store: Arc<dyn RemoteCache>,
     codec: Codec,
-    to_key: Box<dyn Fn(&K) -> String + Send + Sync>,
-    from_key: Box<dyn Fn(&str) -> Option<K> + Send + Sync>,
+    to_key: UserFn<K, String>,
+    from_key: UserFn<str, Option<K>>,
     encode: Encode<V>,
     decode: Decode<V>,
     listening: AtomicBool,

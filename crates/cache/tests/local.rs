@@ -5,16 +5,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::{settle, upstream};
+use common::{key, settle, upstream};
 use rampart_cache::{CacheConfig, Lifetime, LoadFailed};
 use tokio::task::JoinSet;
 use tower::{Layer, ServiceExt};
 
 const MS: Duration = Duration::from_millis(1);
-
-fn key(k: &String) -> Option<String> {
-    Some(k.clone())
-}
 
 #[tokio::test(start_paused = true)]
 async fn a_second_request_is_a_hit() {

@@ -4,14 +4,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{settle, upstream};
+use common::{key, settle, upstream};
 use rampart_cache::CacheConfig;
 use tokio::task::JoinSet;
 use tower::{Layer, ServiceExt};
-
-fn key(k: &String) -> Option<String> {
-    Some(k.clone())
-}
 
 #[tokio::test(start_paused = true)]
 async fn stale_values_are_served_at_once_while_one_refresh_runs() {

@@ -67,3 +67,9 @@ pub async fn settle() {
         tokio::task::yield_now().await;
     }
 }
+
+/// The key function of the tests: the request is the key.
+#[allow(clippy::ptr_arg)] // its signature is `Fn(&Request) -> Option<Key>`
+pub fn key(k: &String) -> Option<String> {
+    Some(k.clone())
+}
