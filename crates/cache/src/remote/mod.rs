@@ -11,7 +11,11 @@ use std::pin::Pin;
 use std::time::Duration;
 
 mod codec;
+mod guard;
+mod redis;
 
+pub use self::guard::{GuardConfig, GuardHandle, GuardedRemote};
+pub use self::redis::{ConnectError, NodeConfig, RedisCache, RedisConfig};
 pub use codec::{Codec, CodecError, FORMAT_VERSION};
 
 /// A boxed, sendable future: what [`RemoteCache`]'s methods return, so the
