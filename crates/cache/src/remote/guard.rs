@@ -72,6 +72,10 @@ impl GuardConfig {
         self
     }
 
+    pub(crate) fn name_ref(&self) -> &str {
+        &self.name
+    }
+
     /// The longest one remote call may take; a slower one fails with
     /// [`RemoteErrorKind::Timeout`] and counts against the breaker.
     /// Defaults to 100 ms: a remote hit slower than that is no better than

@@ -13,9 +13,11 @@ use std::time::Duration;
 mod codec;
 mod guard;
 mod redis;
+mod ring;
 
 pub use self::guard::{GuardConfig, GuardHandle, GuardedRemote};
 pub use self::redis::{ConnectError, NodeConfig, RedisCache, RedisConfig};
+pub use self::ring::{HashRing, ShardedRedis};
 pub use codec::{Codec, CodecError, FORMAT_VERSION};
 
 /// A boxed, sendable future: what [`RemoteCache`]'s methods return, so the

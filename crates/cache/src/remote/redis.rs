@@ -210,7 +210,7 @@ impl RedisConfig {
         Ok(())
     }
 
-    fn validate_common(&self) -> Result<(), ConfigError> {
+    pub(crate) fn validate_common(&self) -> Result<(), ConfigError> {
         if self.prefix.is_empty() {
             return Err(ConfigError::new(
                 "redis.prefix",
