@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use rampart_breaker::BreakerConfig;
 use rampart_cache::remote::{
-    Codec, CodecError, ConnectError, GuardConfig, NodeConfig, RedisCache, RedisConfig,
-    RemoteCache, RemoteErrorKind,
+    Codec, CodecError, ConnectError, GuardConfig, NodeConfig, RedisCache, RedisConfig, RemoteCache,
+    RemoteErrorKind,
 };
 use tokio::process::{Child, Command};
 use tokio::sync::broadcast;
@@ -212,7 +212,10 @@ async fn bytes_from_another_writer_come_back_as_bytes_and_do_not_decode() {
     let bytes = cache.get("k").await.unwrap().unwrap();
     assert!(matches!(
         Codec::new(2).decode::<(String, u32)>(&bytes),
-        Err(CodecError::Schema { found: 1, expected: 2 })
+        Err(CodecError::Schema {
+            found: 1,
+            expected: 2
+        })
     ));
     assert_eq!(
         Codec::new(1).decode::<(String, u32)>(&bytes).unwrap(),
@@ -270,11 +273,15 @@ impl PrivateRedis {
             port,
             child: Some(child),
         };
-        eventually(Duration::from_secs(5), "private redis-server up", || async {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-        })
+        eventually(
+            Duration::from_secs(5),
+            "private redis-server up",
+            || async {
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .is_ok()
+            },
+        )
         .await;
         server
     }

@@ -3,7 +3,7 @@
 //! as a failure, and the counters and metrics.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 use std::time::Duration;
 
 use rampart_breaker::{BreakerConfig, State};
@@ -110,7 +110,10 @@ async fn opens_fails_fast_and_recovers_through_a_trial_call() {
         assert_eq!(kind(remote.get("k").await), RemoteErrorKind::Unavailable);
     }
     store.set_mode(HANGS);
-    assert_eq!(kind(remote.set("k", vec![], Duration::from_secs(1)).await), RemoteErrorKind::Timeout);
+    assert_eq!(
+        kind(remote.set("k", vec![], Duration::from_secs(1)).await),
+        RemoteErrorKind::Timeout
+    );
     assert_eq!(handle.state(), State::Open);
 
     // open: refused without reaching the store

@@ -222,7 +222,10 @@ impl RedisConfig {
         validate::non_zero_duration("redis.reconnect_max_delay", self.reconnect_max_delay)?;
         validate::non_zero_duration("redis.ping_interval", self.ping_interval)?;
         validate::non_zero("redis.virtual_nodes", self.virtual_nodes)?;
-        validate::non_zero("redis.invalidation_capacity", self.invalidation_capacity as u64)?;
+        validate::non_zero(
+            "redis.invalidation_capacity",
+            self.invalidation_capacity as u64,
+        )?;
         Ok(())
     }
 
@@ -239,12 +242,7 @@ impl RedisConfig {
         self.validate_common()?;
         let client = parse_url("redis.url", &self.url)?;
         let (tx, _) = broadcast::channel(self.invalidation_capacity);
-        Ok(RedisCache::from_parts(
-            self,
-            client,
-            instance_id(),
-            tx,
-        ))
+        Ok(RedisCache::from_parts(self, client, instance_id(), tx))
     }
 
     /// [`build`](Self::build), then a `PING`: a server that is down or
@@ -719,13 +717,19 @@ mod tests {
             field(RedisConfig::new().reconnect_max_delay(Duration::ZERO)),
             "redis.reconnect_max_delay"
         );
-        assert_eq!(field(RedisConfig::new().virtual_nodes(0)), "redis.virtual_nodes");
+        assert_eq!(
+            field(RedisConfig::new().virtual_nodes(0)),
+            "redis.virtual_nodes"
+        );
         assert_eq!(
             field(RedisConfig::new().invalidation_capacity(0)),
             "redis.invalidation_capacity"
         );
         assert_eq!(
-            field(RedisConfig::new().nodes([NodeConfig::new("redis://a"), NodeConfig::new("ftp://b")])),
+            field(
+                RedisConfig::new()
+                    .nodes([NodeConfig::new("redis://a"), NodeConfig::new("ftp://b")])
+            ),
             "redis.nodes"
         );
         assert_eq!(
@@ -758,9 +762,16 @@ mod tests {
 
     #[tokio::test]
     async fn build_refuses_a_bad_url() {
-        let err = RedisConfig::new().url("redis://:1:2:3").build().unwrap_err();
+        let err = RedisConfig::new()
+            .url("redis://:1:2:3")
+            .build()
+            .unwrap_err();
         assert_eq!(err.field(), "redis.url");
-        let err = RedisConfig::new().url("mongodb://x").connect().await.unwrap_err();
+        let err = RedisConfig::new()
+            .url("mongodb://x")
+            .connect()
+            .await
+            .unwrap_err();
         assert!(matches!(err, ConnectError::Config(e) if e.field() == "redis.url"));
     }
 }

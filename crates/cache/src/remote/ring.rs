@@ -303,7 +303,9 @@ impl<R: RemoteCache> ShardedRedis<R> {
     }
 
     fn node(&self, key: &str) -> &R {
-        self.ring.get(key).expect("a sharded store has at least one node")
+        self.ring
+            .get(key)
+            .expect("a sharded store has at least one node")
     }
 }
 
@@ -447,7 +449,7 @@ mod tests {
         fn routing_does_not_depend_on_insertion_order(ids in node_ids(2..=8)) {
             let keys = keys(2_000);
             let forward = owners(&ring(&ids, 100), &keys);
-            let mut reversed = ids.clone();
+            let mut reversed = ids;
             reversed.reverse();
             prop_assert_eq!(forward, owners(&ring(&reversed, 100), &keys));
         }
@@ -508,7 +510,11 @@ mod tests {
             super::super::NodeConfig::new("redis://127.0.0.1:7000/1"),
         ]);
         let sharded = dbs.build_sharded().unwrap();
-        let ids: Vec<_> = sharded.ring().nodes().map(|(id, _, _)| id.to_owned()).collect();
+        let ids: Vec<_> = sharded
+            .ring()
+            .nodes()
+            .map(|(id, _, _)| id.to_owned())
+            .collect();
         assert_eq!(ids, ["127.0.0.1:7000/0", "127.0.0.1:7000/1"]);
     }
 }
