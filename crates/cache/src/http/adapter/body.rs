@@ -172,3 +172,76 @@ impl<B> fmt::Debug for HttpCacheBody<B> {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A body that yields one chunk, then fails.
+    struct Breaks(Option<Bytes>);
+
+    impl Body for Breaks {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            Poll::Ready(Some(match self.0.take() {
+                Some(data) => Ok(Frame::data(data)),
+                None => Err("reset".into()),
+            }))
+        }
+    }
+
+    fn poll<B: Body<Data = Bytes, Error = BoxError> + Unpin>(
+        body: &mut B,
+    ) -> Option<Result<Frame<Bytes>, BoxError>> {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match Pin::new(body).poll_frame(&mut cx) {
+            Poll::Ready(frame) => frame,
+            Poll::Pending => panic!("pending"),
+        }
+    }
+
+    fn data(frame: Option<Result<Frame<Bytes>, BoxError>>) -> Bytes {
+        frame.unwrap().unwrap().into_data().unwrap()
+    }
+
+    #[test]
+    fn whole_bodies_yield_data_then_trailers_with_exact_hints() {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-sum", "1".parse().unwrap());
+        let mut body = HttpCacheBody::<Breaks>::whole(Bytes::from_static(b"abc"), Some(trailers));
+        assert_eq!(body.size_hint().exact(), Some(3));
+        assert!(body.storable().is_none(), "trailers are not stored");
+        assert_eq!(data(poll(&mut body)), "abc");
+        let frame = poll(&mut body).unwrap().unwrap();
+        assert_eq!(frame.into_trailers().unwrap()["x-sum"], "1");
+        assert!(body.is_end_stream() && poll(&mut body).is_none());
+        let empty = HttpCacheBody::<Breaks>::full(Bytes::new());
+        assert!(empty.is_end_stream());
+        assert_eq!(empty.storable(), Some(Bytes::new()));
+    }
+
+    #[test]
+    fn streamed_bodies_yield_the_prefix_then_the_rest() {
+        let rest = Box::pin(Breaks(Some(Bytes::from_static(b"def"))));
+        let mut body = HttpCacheBody::streamed(Bytes::from_static(b"abc"), rest);
+        assert!(!body.is_whole() && body.storable().is_none());
+        assert_eq!(body.size_hint().lower(), 3);
+        assert_eq!(data(poll(&mut body)), "abc");
+        assert_eq!(data(poll(&mut body)), "def");
+        assert_eq!(poll(&mut body).unwrap().unwrap_err().to_string(), "reset");
+    }
+
+    #[test]
+    fn failed_bodies_yield_the_prefix_then_the_error() {
+        let mut body = HttpCacheBody::<Breaks>::failed(Bytes::from_static(b"ab"), "reset".into());
+        assert_eq!(body.size_hint().lower(), 2);
+        assert_eq!(data(poll(&mut body)), "ab");
+        assert_eq!(poll(&mut body).unwrap().unwrap_err().to_string(), "reset");
+        assert!(body.is_end_stream() && poll(&mut body).is_none());
+    }
+}
