@@ -5,95 +5,22 @@
 //!
 //! A test that cannot reach Redis fails and says how to start it.
 
-use std::future::Future;
-use std::process::Stdio;
-use std::sync::atomic::{AtomicU32, Ordering};
+mod common;
+
 use std::time::Duration;
+
+use common::redis::{
+    PrivateRedis, eventually, free_port, next_key, raw_connection, shared_cache, shared_url,
+    subscribed, unique_prefix,
+};
 
 use rampart_breaker::BreakerConfig;
 use rampart_cache::remote::{
     Codec, CodecError, ConnectError, GuardConfig, NodeConfig, RedisCache, RedisConfig, RemoteCache,
     RemoteErrorKind,
 };
-use tokio::process::{Child, Command};
 use tokio::sync::broadcast;
-use tokio::time::{Instant, sleep, timeout};
-
-const HOW_TO_START: &str = "start it with `scripts/services.sh` (or `eval \"$(scripts/services.sh)\"`), \
-     or point RAMPART_REDIS_URL at a running server";
-
-fn shared_url() -> String {
-    std::env::var("RAMPART_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
-}
-
-/// A prefix no other test (or concurrent run) uses.
-fn unique_prefix(test: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!(
-        "rampart:test:{test}:{}.{nanos}.{}:",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// A cache on the shared Redis; panics, naming the script, if Redis is
-/// not there.
-async fn shared_cache(prefix: &str) -> RedisCache {
-    let url = shared_url();
-    match RedisConfig::new().url(&url).prefix(prefix).connect().await {
-        Ok(cache) => cache,
-        Err(e) => panic!("Redis is not reachable at {url}: {e}; {HOW_TO_START}"),
-    }
-}
-
-/// A raw connection for writing as "another writer" would.
-async fn raw_connection(url: &str) -> redis::aio::MultiplexedConnection {
-    let client = redis::Client::open(url).unwrap();
-    match timeout(
-        Duration::from_secs(2),
-        client.get_multiplexed_async_connection(),
-    )
-    .await
-    {
-        Ok(Ok(conn)) => conn,
-        Ok(Err(e)) => panic!("Redis is not reachable at {url}: {e}; {HOW_TO_START}"),
-        Err(_) => panic!("Redis at {url} did not answer within 2 s; {HOW_TO_START}"),
-    }
-}
-
-/// Polls `check` every 20 ms until it holds; panics after `within`.
-async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
-        sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn subscribed(cache: &RedisCache) {
-    let c = cache.clone();
-    eventually(Duration::from_secs(3), "subscribed", move || {
-        let c = c.clone();
-        async move { c.is_subscribed() }
-    })
-    .await;
-}
-
-async fn next_key(rx: &mut broadcast::Receiver<String>) -> String {
-    match timeout(Duration::from_secs(3), rx.recv()).await {
-        Ok(Ok(key)) => key,
-        Ok(Err(e)) => panic!("invalidation receiver failed: {e}"),
-        Err(_) => panic!("no invalidation within 3 s"),
-    }
-}
+use tokio::time::{Instant, timeout};
 
 #[tokio::test]
 async fn set_get_delete_and_ttl_expiry() {
@@ -242,58 +169,6 @@ async fn connect_to_a_down_server_fails_in_bounded_time() {
         "{err}"
     );
     assert!(started.elapsed() < Duration::from_secs(2));
-}
-
-// === private servers ===
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
-/// A `redis-server` of our own on `port`, killed when dropped.
-struct PrivateRedis {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl PrivateRedis {
-    async fn start(port: u16) -> Self {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot run redis-server ({e}); scripts/services.sh installs it")
-            });
-        let server = Self {
-            port,
-            child: Some(child),
-        };
-        eventually(
-            Duration::from_secs(5),
-            "private redis-server up",
-            || async {
-                tokio::net::TcpStream::connect(("127.0.0.1", port))
-                    .await
-                    .is_ok()
-            },
-        )
-        .await;
-        server
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    async fn kill(&mut self) {
-        let mut child = self.child.take().expect("running");
-        child.kill().await.unwrap();
-    }
 }
 
 #[tokio::test]
