@@ -10,11 +10,10 @@ mod common;
 use std::time::Duration;
 
 use common::redis::{
-    PrivateRedis, eventually, free_port, next_key, raw_connection, shared_cache, shared_url,
-    subscribed, unique_prefix,
+    PrivateRedis, eventually, free_port, next_key, quick_failover, raw_connection, shared_cache,
+    shared_url, subscribed, unique_prefix,
 };
 
-use rampart_breaker::BreakerConfig;
 use rampart_cache::remote::{
     Codec, CodecError, ConnectError, GuardConfig, NodeConfig, RedisCache, RedisConfig, RemoteCache,
     RemoteErrorKind,
@@ -174,25 +173,7 @@ async fn connect_to_a_down_server_fails_in_bounded_time() {
 #[tokio::test]
 async fn guarded_cache_degrades_when_redis_dies_and_recovers_when_it_returns() {
     let mut server = PrivateRedis::start(free_port()).await;
-    let config = RedisConfig::new()
-        .url(server.url())
-        .prefix(unique_prefix("restart"))
-        .connect_timeout(Duration::from_millis(300))
-        .response_timeout(Duration::from_millis(300))
-        .reconnect_retries(1)
-        .reconnect_max_delay(Duration::from_millis(200))
-        .ping_interval(Duration::from_millis(500));
-    let guard = GuardConfig::new()
-        .name("restart")
-        .timeout(Duration::from_millis(150))
-        .breaker(
-            BreakerConfig::new()
-                .count_window(4)
-                .minimum_calls(2)
-                .failure_rate_threshold(0.5)
-                .open_duration(Duration::from_millis(300))
-                .half_open_max_calls(1),
-        );
+    let (config, guard) = quick_failover(&server, "restart");
     let a = guard.build(config.connect().await.unwrap()).unwrap();
     let handle = a.handle();
     let b = config.connect().await.unwrap();

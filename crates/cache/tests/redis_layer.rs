@@ -9,10 +9,11 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::redis::{PrivateRedis, eventually, free_port, shared_cache, subscribed, unique_prefix};
+use common::redis::{
+    PrivateRedis, eventually, free_port, quick_failover, shared_cache, subscribed, unique_prefix,
+};
 use common::upstream;
-use rampart_breaker::BreakerConfig;
-use rampart_cache::remote::{Codec, GuardConfig, RedisConfig, RemoteCache};
+use rampart_cache::remote::{Codec, RemoteCache};
 use rampart_cache::{CacheConfig, CacheLayer};
 use tower::{Layer, ServiceExt};
 
@@ -83,27 +84,8 @@ async fn two_caches_over_one_redis_stay_coherent() {
 #[tokio::test]
 async fn a_redis_outage_is_served_around_and_redis_is_used_again_after() {
     let mut server = PrivateRedis::start(free_port()).await;
-    let redis = RedisConfig::new()
-        .url(server.url())
-        .prefix(unique_prefix("layer-outage"))
-        .connect_timeout(Duration::from_millis(300))
-        .response_timeout(Duration::from_millis(300))
-        .reconnect_retries(1)
-        .reconnect_max_delay(Duration::from_millis(200))
-        .ping_interval(Duration::from_millis(500));
-    let guarded = GuardConfig::new()
-        .name("outage")
-        .timeout(Duration::from_millis(150))
-        .breaker(
-            BreakerConfig::new()
-                .count_window(4)
-                .minimum_calls(2)
-                .failure_rate_threshold(0.5)
-                .open_duration(Duration::from_millis(300))
-                .half_open_max_calls(1),
-        )
-        .build(redis.connect().await.unwrap())
-        .unwrap();
+    let (redis, guard) = quick_failover(&server, "layer-outage");
+    let guarded = guard.build(redis.connect().await.unwrap()).unwrap();
     let store: Arc<dyn RemoteCache> = Arc::new(guarded);
     let (up, svc) = upstream(Duration::ZERO);
     let layer = two_tier(Arc::clone(&store));

@@ -7,7 +7,8 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use rampart_cache::remote::{RedisCache, RedisConfig};
+use rampart_breaker::BreakerConfig;
+use rampart_cache::remote::{GuardConfig, RedisCache, RedisConfig};
 use tokio::process::{Child, Command};
 use tokio::sync::broadcast;
 use tokio::time::{Instant, sleep, timeout};
@@ -138,4 +139,30 @@ impl PrivateRedis {
         let mut child = self.child.take().expect("running");
         child.kill().await.unwrap();
     }
+}
+
+/// A Redis config for `server` and a guard that notice an outage fast:
+/// short timeouts, a breaker that opens after two failures of four and
+/// tries again after 300 ms.
+pub fn quick_failover(server: &PrivateRedis, test: &str) -> (RedisConfig, GuardConfig) {
+    let redis = RedisConfig::new()
+        .url(server.url())
+        .prefix(unique_prefix(test))
+        .connect_timeout(Duration::from_millis(300))
+        .response_timeout(Duration::from_millis(300))
+        .reconnect_retries(1)
+        .reconnect_max_delay(Duration::from_millis(200))
+        .ping_interval(Duration::from_millis(500));
+    let guard = GuardConfig::new()
+        .name(test)
+        .timeout(Duration::from_millis(150))
+        .breaker(
+            BreakerConfig::new()
+                .count_window(4)
+                .minimum_calls(2)
+                .failure_rate_threshold(0.5)
+                .open_duration(Duration::from_millis(300))
+                .half_open_max_calls(1),
+        );
+    (redis, guard)
 }
