@@ -13,8 +13,9 @@
 //! | (always) | [`core`] | errors, outcome classification, keyed instances, metric names |
 //! | `breaker` | `rampart-breaker` | circuit breaker |
 //! | `bulkhead` | `rampart-bulkhead` | bounded concurrency with a bounded wait |
-//! | `retry` | `rampart-retry` | retries with backoff and jitter, `Retry-After`, per-try timeouts, deadlines, retry budgets |
-//! | `backpressure` | `rampart-backpressure` | bounded queue with CoDel shedding, GCRA rate limiting (global and per key), adaptive concurrency limit |
+//! | `retry` | `rampart-retry` | retries with backoff and jitter, `Retry-After`, per-try timeouts, deadlines (propagated), retry budgets, hedged requests, replay of streaming HTTP bodies |
+//! | `backpressure` | `rampart-backpressure` | bounded queue (global or per key) with CoDel and early shedding, GCRA rate limiting (global and per key), adaptive concurrency limit (AIMD, Vegas, Gradient2) |
+//! | `cache` | `rampart-cache` | local tier on moka, Redis tier with near-cache invalidation, single-flight loads, stale-while-revalidate, bloom filter and negative cache, HTTP adapter |
 //!
 //! A stack: a bulkhead bounds how many calls wait on a dependency, and a
 //! breaker inside it stops calling the dependency while it fails.
@@ -51,6 +52,9 @@ pub use rampart_retry as retry;
 
 #[cfg(feature = "backpressure")]
 pub use rampart_backpressure as backpressure;
+
+#[cfg(feature = "cache")]
+pub use rampart_cache as cache;
 
 /// The README's examples, compiled and run as doctests so the README
 /// cannot drift from the code.
