@@ -10,8 +10,8 @@ mod common;
 use std::time::Duration;
 
 use common::redis::{
-    PrivateRedis, eventually, free_port, next_key, quick_failover, raw_connection, shared_cache,
-    shared_url, subscribed, unique_prefix,
+    PrivateRedis, eventually, free_port, invalidation_is_heard, next_key, quick_failover,
+    raw_connection, shared_cache, shared_url, subscribed, unique_prefix,
 };
 
 use rampart_cache::remote::{
@@ -87,13 +87,7 @@ async fn invalidation_reaches_the_other_instance_only() {
     let mut on_a = a.invalidations().unwrap();
     let mut on_b = b.invalidations().unwrap();
 
-    a.set("user:1", b"ada".to_vec(), Duration::from_secs(30))
-        .await
-        .unwrap();
-    assert_eq!(b.get("user:1").await.unwrap(), Some(b"ada".to_vec()));
-    a.invalidate("user:1").await.unwrap();
-    assert_eq!(next_key(&mut on_b).await, "user:1");
-    assert_eq!(b.get("user:1").await.unwrap(), None, "invalidate deletes");
+    invalidation_is_heard(&a, &b, &mut on_b, "user:1").await;
 
     // A skipped its own message: the first thing A hears is B's.
     b.invalidate("user:2").await.unwrap();

@@ -10,14 +10,15 @@
 //! | type | what |
 //! |---|---|
 //! | [`RedisCache`] | one Redis node: `GET`, `SET … PX`, `DEL` on `{prefix}{key}` over one multiplexed connection that reconnects by itself; `invalidate` = `DEL` + `PUBLISH {prefix}invalidate` |
+//! | [`RedisCache`] in cluster mode | a Redis Cluster ([`RedisConfig::cluster`]: seed URLs): the same commands, each sent by the client to the master owning the key's slot (`MOVED`/`ASK` followed, slot map refreshed by itself) |
 //! | [`ShardedRedis`] | several nodes; each key goes to the node a [`HashRing`] (XXH3, virtual nodes, weights) picks, so adding a node moves about `1/(n+1)` of the keys |
 //! | [`GuardedRemote`] | any store behind a short per-call timeout and a circuit breaker (`rampart-breaker`): while it is open calls fail at once with [`RemoteErrorKind::BreakerOpen`]; it closes again by itself after a successful trial call |
 //!
-//! All are configured by [`RedisConfig`] (one TOML table: `url` or
-//! `nodes`, `prefix`, timeouts) and [`GuardConfig`] (`timeout`, a
+//! All are configured by [`RedisConfig`] (one TOML table: `url`,
+//! `cluster` or `nodes`, `prefix`, timeouts) and [`GuardConfig`] (`timeout`, a
 //! `[breaker]` table). Bad settings are refused with a
 //! [`ConfigError`](rampart_core::ConfigError) naming the field
-//! (`redis.url`, `redis.nodes`, `remote.timeout`, ...).
+//! (`redis.url`, `redis.cluster`, `redis.nodes`, `remote.timeout`, ...).
 //!
 //! # Connecting
 //!
@@ -43,6 +44,39 @@
 //! and treat a `Lagged` receiver error as "drop everything".
 //! With [`ShardedRedis`] the message goes through the key's own node; every
 //! instance subscribes to every node.
+//!
+//! # Redis Cluster
+//!
+//! Set [`RedisConfig::cluster`] to a few seed nodes (any masters or
+//! replicas of the cluster; one reachable seed is enough) instead of `url`
+//! or `nodes`; combining them is refused (`redis.cluster`). The client
+//! ([`ClusterConnection`](::redis::cluster_async::ClusterConnection)) learns the slot map,
+//! sends each key's command to its master and follows resharding by
+//! itself; `connect_timeout`, `response_timeout` and `reconnect_retries`
+//! apply to every node. A cluster forwards every `PUBLISH` to all its
+//! nodes, so coherence works as on one node: `invalidate` deletes the key
+//! on its master and publishes the same `"{id}\n{key}"` message, and the
+//! subscriber holds one pub/sub connection to one seed, moving to the next
+//! seed whenever it loses it.
+//!
+//! ```no_run
+//! // Needs a Redis Cluster; tests/redis_cluster.rs starts a private one.
+//! use std::time::Duration;
+//! use rampart_cache::remote::{GuardConfig, RedisConfig, RemoteCache};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let cluster = RedisConfig::new()
+//!     .cluster(["redis://10.0.0.1:7000", "redis://10.0.0.2:7000", "redis://10.0.0.3:7000"])
+//!     .prefix("rampart:cache:users:")
+//!     .connect()
+//!     .await?;
+//! assert!(cluster.is_cluster());
+//! let remote = GuardConfig::new().name("users").build(cluster)?;
+//! remote.set("42", b"ada".to_vec(), Duration::from_secs(300)).await?;
+//! remote.invalidate("42").await?; // heard by every process, whichever seed it listens on
+//! # Ok(()) }
+//! ```
 //!
 //! # Degradation
 //!
@@ -85,10 +119,8 @@
 //!
 //! The examples that talk to Redis are marked `no_run` (doc tests run
 //! without services); `tests/redis.rs` runs the same calls against a real
-//! server, including killing and restarting one.
-//!
-//! Not done: a Redis Cluster URL (`redis+cluster://`, the `cluster-async`
-//! client). Use [`ShardedRedis`] over independent nodes instead.
+//! server, including killing and restarting one, and
+//! `tests/redis_cluster.rs` against a private three-master cluster.
 
 use std::fmt;
 use std::future::Future;

@@ -1,5 +1,5 @@
-//! [`RemoteCache`] over one Redis node, and the configuration shared with
-//! [`ShardedRedis`](super::ShardedRedis).
+//! [`RemoteCache`] over one Redis node or a Redis Cluster, and the
+//! configuration shared with [`ShardedRedis`](super::ShardedRedis).
 
 use std::fmt;
 use std::future::poll_fn;
@@ -11,6 +11,8 @@ use futures_core::Stream;
 use rampart_core::ConfigError;
 use rampart_core::error::validate;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink, PubSubStream};
+use redis::cluster::{ClusterClient, ClusterConfig};
+use redis::cluster_async::ClusterConnection;
 use serde::Deserialize;
 use tokio::sync::broadcast;
 use tokio::task::AbortHandle;
@@ -22,12 +24,16 @@ use super::{BoxFuture, RemoteCache, RemoteError, RemoteErrorKind};
 const RESUBSCRIBE_MIN_DELAY: Duration = Duration::from_millis(50);
 /// The first wait between reconnection attempts of the command connection.
 const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(20);
+/// The node of [`RedisConfig::build`] when neither `url` nor `cluster` is set.
+const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
 
 /// How to reach Redis and how to name keys there; loads from TOML.
 ///
-/// One table configures both a single node ([`RedisConfig::build`],
-/// [`RedisConfig::connect`]: `url`) and several nodes behind a hash ring
-/// ([`RedisConfig::build_sharded`]: `nodes`, `virtual_nodes`).
+/// One table configures a single node ([`RedisConfig::build`],
+/// [`RedisConfig::connect`]: `url`), a Redis Cluster (the same two
+/// methods: `cluster`, the seed nodes' URLs) or several independent nodes
+/// behind a hash ring ([`RedisConfig::build_sharded`]: `nodes`,
+/// `virtual_nodes`). `cluster` cannot be combined with `url` or `nodes`.
 ///
 /// ```
 /// use rampart_cache::remote::RedisConfig;
@@ -46,11 +52,19 @@ const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(20);
 ///
 /// let bad: RedisConfig = toml::from_str(r#"url = "http://example.com""#).unwrap();
 /// assert_eq!(bad.validate().unwrap_err().field(), "redis.url");
+///
+/// let cluster: RedisConfig = toml::from_str(r#"
+///     cluster = ["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"]
+/// "#).unwrap();
+/// cluster.validate().unwrap();
+/// let both = cluster.url("redis://10.0.0.9:6379");
+/// assert_eq!(both.validate().unwrap_err().field(), "redis.cluster");
 /// ```
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
-    pub(crate) url: String,
+    pub(crate) url: Option<String>,
+    pub(crate) cluster: Vec<String>,
     pub(crate) nodes: Vec<NodeConfig>,
     pub(crate) virtual_nodes: u32,
     pub(crate) prefix: String,
@@ -101,7 +115,8 @@ impl NodeConfig {
 impl Default for RedisConfig {
     fn default() -> Self {
         Self {
-            url: "redis://127.0.0.1:6379".to_owned(),
+            url: None,
+            cluster: Vec::new(),
             nodes: Vec::new(),
             virtual_nodes: 160,
             prefix: "rampart:cache:".to_owned(),
@@ -122,9 +137,22 @@ impl RedisConfig {
     }
 
     /// The node of [`build`](Self::build) and [`connect`](Self::connect).
-    /// Defaults to `redis://127.0.0.1:6379`.
+    /// Defaults to `redis://127.0.0.1:6379` (when [`cluster`](Self::cluster)
+    /// is not set either).
     pub fn url(mut self, url: impl Into<String>) -> Self {
-        self.url = url.into();
+        self.url = Some(url.into());
+        self
+    }
+
+    /// Seed nodes of a Redis Cluster, `redis://host:port` each: with them
+    /// [`build`](Self::build) and [`connect`](Self::connect) return a
+    /// [`RedisCache`] in cluster mode. The client learns the slot map from
+    /// any reachable seed, sends each command to the master owning its key
+    /// and follows `MOVED`/`ASK` redirections. Cannot be combined with
+    /// [`url`](Self::url) or [`nodes`](Self::nodes) (`redis.cluster`).
+    /// Defaults to none.
+    pub fn cluster<S: Into<String>>(mut self, seeds: impl IntoIterator<Item = S>) -> Self {
+        self.cluster = seeds.into_iter().map(Into::into).collect();
         self
     }
 
@@ -199,10 +227,14 @@ impl RedisConfig {
     }
 
     /// Checks every setting; the error names the field at fault
-    /// (`redis.url`, `redis.nodes`, `redis.prefix`, ...).
+    /// (`redis.url`, `redis.cluster`, `redis.nodes`, `redis.prefix`, ...).
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.validate_common()?;
-        parse_url("redis.url", &self.url)?;
+        if self.cluster.is_empty() {
+            parse_url("redis.url", self.url_or_default())?;
+        } else {
+            self.cluster_client()?;
+        }
         for node in &self.nodes {
             parse_url("redis.nodes", &node.url)?;
             validate::non_zero("redis.nodes.weight", node.weight)?;
@@ -211,6 +243,12 @@ impl RedisConfig {
     }
 
     pub(crate) fn validate_common(&self) -> Result<(), ConfigError> {
+        if !self.cluster.is_empty() && (self.url.is_some() || !self.nodes.is_empty()) {
+            return Err(ConfigError::new(
+                "redis.cluster",
+                "cannot be combined with `url` or `nodes`: set one of the three",
+            ));
+        }
         if self.prefix.is_empty() {
             return Err(ConfigError::new(
                 "redis.prefix",
@@ -240,14 +278,64 @@ impl RedisConfig {
     /// subscriber task.
     pub fn build(&self) -> Result<RedisCache, ConfigError> {
         self.validate_common()?;
-        let client = parse_url("redis.url", &self.url)?;
         let (tx, _) = broadcast::channel(self.invalidation_capacity);
-        Ok(RedisCache::from_parts(self, client, instance_id(), tx))
+        if self.cluster.is_empty() {
+            let client = parse_url("redis.url", self.url_or_default())?;
+            return Ok(RedisCache::from_parts(self, client, instance_id(), tx));
+        }
+        let (cluster, seeds) = self.cluster_client()?;
+        let conn = cluster.get_pending_async_connection_with_config(
+            ClusterConfig::new()
+                .set_connection_timeout(self.connect_timeout)
+                .set_response_timeout(self.response_timeout),
+        );
+        let addr = seeds
+            .iter()
+            .map(|c| c.get_connection_info().addr().to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        Ok(RedisCache::with_connection(
+            self,
+            Conn::Cluster(conn),
+            addr,
+            seeds,
+            instance_id(),
+            tx,
+        ))
+    }
+
+    fn url_or_default(&self) -> &str {
+        self.url.as_deref().unwrap_or(DEFAULT_URL)
+    }
+
+    /// The cluster client over the seeds, and one plain client per seed
+    /// for the invalidation subscriber.
+    fn cluster_client(&self) -> Result<(ClusterClient, Vec<redis::Client>), ConfigError> {
+        let seeds = self
+            .cluster
+            .iter()
+            .map(|url| parse_url("redis.cluster", url))
+            .collect::<Result<Vec<_>, _>>()?;
+        let max_wait = u64::try_from(self.reconnect_max_delay.as_millis()).unwrap_or(u64::MAX);
+        let min_wait = u64::try_from(RECONNECT_MIN_DELAY.as_millis()).unwrap_or(u64::MAX);
+        let cluster = ClusterClient::builder(seeds.iter().map(|c| c.get_connection_info().clone()))
+            .retries(self.reconnect_retries)
+            .min_retry_wait(min_wait.min(max_wait))
+            .max_retry_wait(max_wait)
+            .build()
+            .map_err(|e| {
+                ConfigError::new(
+                    "redis.cluster",
+                    format!("not a usable set of cluster seeds: {e}"),
+                )
+            })?;
+        Ok((cluster, seeds))
     }
 
     /// [`build`](Self::build), then a `PING`: a server that is down or
     /// does not answer within [`connect_timeout`](Self::connect_timeout)
-    /// is an error here instead of at the first call.
+    /// is an error here instead of at the first call. In cluster mode the
+    /// `PING` goes to every master, so all of them must answer.
     pub async fn connect(&self) -> Result<RedisCache, ConnectError> {
         let cache = self.build().map_err(ConnectError::Config)?;
         match tokio::time::timeout(self.connect_timeout, cache.ping()).await {
@@ -328,14 +416,19 @@ impl std::error::Error for ConnectError {
     }
 }
 
-/// A [`RemoteCache`] on one Redis node.
+/// A [`RemoteCache`] on one Redis node, or on a Redis Cluster.
 ///
 /// - `get`/`set`/`delete` are `GET`, `SET key value PX ttl` and `DEL` on
 ///   `{prefix}{key}`, over one multiplexed connection that reconnects by
 ///   itself ([`redis::aio::ConnectionManager`]). A TTL is rounded up to
 ///   whole milliseconds (at least 1 ms).
+/// - In cluster mode ([`RedisConfig::cluster`]) the same commands go
+///   through [`redis::cluster_async::ClusterConnection`], which routes
+///   each to the master owning the key's slot, follows `MOVED`/`ASK` and
+///   refreshes the slot map by itself.
 /// - `invalidate` is `DEL` and `PUBLISH {prefix}invalidate "{id}\n{key}"`
-///   in one round trip, where `id` is this instance's id.
+///   in one round trip, where `id` is this instance's id (in cluster mode
+///   two commands: the key and the channel live in different slots).
 /// - A background task holds a pub/sub connection subscribed to that
 ///   channel and feeds [`invalidations`](RemoteCache::invalidations) with
 ///   the keys other instances invalidated (its own are skipped). When the
@@ -343,7 +436,9 @@ impl std::error::Error for ConnectError {
 ///   resubscribes with exponential backoff (50 ms doubling up to
 ///   [`RedisConfig::reconnect_max_delay`]); invalidations published while
 ///   it was away are lost, so a near cache should keep its TTLs short.
-///   The task ends when the last clone is dropped.
+///   The task ends when the last clone is dropped. In cluster mode it
+///   holds one connection to one seed node (a cluster forwards `PUBLISH`
+///   to every node) and moves on to the next seed whenever it loses it.
 ///
 /// Clones share the connection and the subscriber.
 ///
@@ -372,7 +467,7 @@ pub struct RedisCache {
 }
 
 struct Inner {
-    conn: ConnectionManager,
+    conn: Conn,
     addr: String,
     prefix: String,
     channel: String,
@@ -404,12 +499,26 @@ impl RedisCache {
         tx: broadcast::Sender<String>,
     ) -> Self {
         let addr = client.get_connection_info().addr().to_string();
-        let channel = format!("{}invalidate", config.prefix);
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), config.manager_config())
             .expect("a ConnectionManager without a push sender is always accepted");
+        Self::with_connection(config, Conn::Node(conn), addr, vec![client], id, tx)
+    }
+
+    /// A cache sending its commands over `conn`, whose subscriber listens
+    /// on `subscribe_to[0]`, then on the next one each time it loses its
+    /// connection.
+    fn with_connection(
+        config: &RedisConfig,
+        conn: Conn,
+        addr: String,
+        subscribe_to: Vec<redis::Client>,
+        id: Arc<str>,
+        tx: broadcast::Sender<String>,
+    ) -> Self {
+        let channel = format!("{}invalidate", config.prefix);
         let subscriber = Arc::new(SubscriberState::default());
         let task = tokio::spawn(subscribe_loop(Subscriber {
-            client,
+            clients: subscribe_to,
             channel: channel.clone(),
             id: Arc::clone(&id),
             tx: tx.clone(),
@@ -434,7 +543,8 @@ impl RedisCache {
         }
     }
 
-    /// The server's `host:port`.
+    /// The server's `host:port`; in cluster mode the seeds',
+    /// comma-separated.
     pub fn addr(&self) -> &str {
         &self.inner.addr
     }
@@ -460,7 +570,12 @@ impl RedisCache {
         self.inner.subscriber.subscriptions.load(Ordering::Acquire)
     }
 
-    /// Sends `PING`.
+    /// Whether this cache talks to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.inner.conn, Conn::Cluster(_))
+    }
+
+    /// Sends `PING` (in cluster mode, to every master).
     pub async fn ping(&self) -> Result<(), RemoteError> {
         let mut conn = self.inner.conn.clone();
         redis::cmd("PING")
@@ -523,6 +638,22 @@ impl RemoteCache for RedisCache {
         Box::pin(async move {
             let mut conn = self.inner.conn.clone();
             let message = format!("{}\n{key}", self.inner.id);
+            if self.is_cluster() {
+                // The key and the channel hash to different slots, so they
+                // cannot share a pipeline: the DEL goes to the key's
+                // master, the PUBLISH to any node (the cluster forwards it).
+                redis::cmd("DEL")
+                    .arg(self.key(key))
+                    .exec_async(&mut conn)
+                    .await
+                    .map_err(remote_error)?;
+                return redis::cmd("PUBLISH")
+                    .arg(&self.inner.channel)
+                    .arg(message)
+                    .exec_async(&mut conn)
+                    .await
+                    .map_err(remote_error);
+            }
             redis::pipe()
                 .cmd("DEL")
                 .arg(self.key(key))
@@ -576,10 +707,49 @@ pub(crate) fn remote_error(e: redis::RedisError) -> RemoteError {
     RemoteError::new(kind, Some(Box::new(e)))
 }
 
+/// The command connection: one node's, or a cluster's.
+#[derive(Clone)]
+enum Conn {
+    Node(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Self::Node(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Self::Node(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Node(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
 // === the invalidation subscriber ===
 
 struct Subscriber {
-    client: redis::Client,
+    /// Where to subscribe: one node, or a cluster's seeds in turn.
+    clients: Vec<redis::Client>,
     channel: String,
     id: Arc<str>,
     tx: broadcast::Sender<String>,
@@ -596,8 +766,11 @@ async fn subscribe_loop(s: Subscriber) {
     let mut delay = RESUBSCRIBE_MIN_DELAY;
     // Log a failure once per outage, not once per attempt.
     let mut failing = false;
+    let mut next = 0;
     loop {
-        match tokio::time::timeout(s.connect_timeout, subscribe(&s.client, &s.channel)).await {
+        let client = &s.clients[next];
+        next = (next + 1) % s.clients.len();
+        match tokio::time::timeout(s.connect_timeout, subscribe(client, &s.channel)).await {
             Ok(Ok((sink, stream))) => {
                 s.state.subscribed.store(true, Ordering::Release);
                 s.state.subscriptions.fetch_add(1, Ordering::AcqRel);
@@ -758,6 +931,51 @@ mod tests {
         assert_eq!(cfg.nodes[1], NodeConfig::new("redis://b:2").weight(3));
         assert_eq!(cfg.nodes[0].weight, 1);
         assert!(toml::from_str::<RedisConfig>("urls = []").is_err());
+    }
+
+    #[tokio::test]
+    async fn cluster_is_exclusive_with_url_and_nodes() {
+        let seeds = ["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"];
+        RedisConfig::new().cluster(seeds).validate().unwrap();
+        let field = |c: RedisConfig| c.validate().unwrap_err().field();
+        assert_eq!(
+            field(RedisConfig::new().cluster(seeds).url("redis://x")),
+            "redis.cluster"
+        );
+        assert_eq!(
+            field(
+                RedisConfig::new()
+                    .cluster(seeds)
+                    .nodes([NodeConfig::new("redis://x")])
+            ),
+            "redis.cluster"
+        );
+        assert_eq!(
+            field(RedisConfig::new().cluster(["redis://a:1", "http://b:2"])),
+            "redis.cluster"
+        );
+        // build and build_sharded refuse the same mixes
+        let both = RedisConfig::new().cluster(seeds).url("redis://x");
+        assert_eq!(both.build().unwrap_err().field(), "redis.cluster");
+        let both = RedisConfig::new()
+            .cluster(seeds)
+            .nodes([NodeConfig::new("redis://x")]);
+        assert_eq!(both.build_sharded().unwrap_err().field(), "redis.cluster");
+        // and TOML the same
+        let cfg: RedisConfig = toml::from_str(
+            r#"
+            cluster = ["redis://127.0.0.1:7000"]
+            url = "redis://127.0.0.1:6379"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(field(cfg), "redis.cluster");
+
+        // A cluster cache builds lazily, in cluster mode, named by its seeds.
+        let cache = RedisConfig::new().cluster(seeds).build().unwrap();
+        assert!(cache.is_cluster());
+        assert_eq!(cache.addr(), "127.0.0.1:7000,127.0.0.1:7001");
+        assert!(!RedisConfig::new().build().unwrap().is_cluster());
     }
 
     #[tokio::test]

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use rampart_breaker::BreakerConfig;
-use rampart_cache::remote::{GuardConfig, RedisCache, RedisConfig};
+use rampart_cache::remote::{GuardConfig, RedisCache, RedisConfig, RemoteCache};
 use tokio::process::{Child, Command};
 use tokio::sync::broadcast;
 use tokio::time::{Instant, sleep, timeout};
@@ -87,6 +87,23 @@ pub async fn next_key(rx: &mut broadcast::Receiver<String>) -> String {
         Ok(Err(e)) => panic!("invalidation receiver failed: {e}"),
         Err(_) => panic!("no invalidation within 3 s"),
     }
+}
+
+/// `a` stores `key`, `b` reads it, `a` invalidates it: `b` hears the key
+/// on `on_b` and no longer finds it.
+pub async fn invalidation_is_heard(
+    a: &impl RemoteCache,
+    b: &impl RemoteCache,
+    on_b: &mut broadcast::Receiver<String>,
+    key: &str,
+) {
+    a.set(key, b"ada".to_vec(), Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(b.get(key).await.unwrap(), Some(b"ada".to_vec()));
+    a.invalidate(key).await.unwrap();
+    assert_eq!(next_key(on_b).await, key);
+    assert_eq!(b.get(key).await.unwrap(), None, "invalidate deletes");
 }
 
 // === private servers ===
