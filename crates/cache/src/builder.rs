@@ -11,11 +11,12 @@ use rampart_core::metrics::InstanceLabels;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::bloom::KnownKeys;
 use crate::config::CacheConfig;
 use crate::entry::{Entry, Lifetime, MemoryBound};
 use crate::layer::CacheLayer;
 use crate::remote::{Codec, RemoteCache};
-use crate::shared::{Hooks, Shared};
+use crate::shared::{Hooks, Known, Shared};
 use crate::stats::Stats;
 use crate::two_tier::RemoteTier;
 
@@ -48,6 +49,7 @@ impl<Req, Resp, K, V> CacheBuilder<Req, Resp, K, V> {
                 negative: None,
                 lifetime: None,
                 weigher: None,
+                known: None,
             },
             remote: None,
         }
@@ -79,6 +81,31 @@ impl<Req, Resp, K, V> CacheBuilder<Req, Resp, K, V> {
     /// values. Defaults to none: every entry weighs 1.
     pub fn weigher(mut self, weigher: impl Fn(&K, &V) -> u32 + Send + Sync + 'static) -> Self {
         self.hooks.weigher = Some(Box::new(weigher));
+        self
+    }
+
+    /// Defends against penetration (requests for keys that do not exist,
+    /// which no cache would otherwise stop): a request whose key `keys`
+    /// rejects is answered `absent(&key)` at once, without touching either
+    /// tier or the upstream; every positive value loaded (or read from the
+    /// remote tier) inserts its key into `keys`. Keep `keys` fed: with a
+    /// [`KeySource`](crate::bloom::KeySource), call
+    /// [`KnownKeys::rebuild`] once at start or
+    /// [`KnownKeys::spawn_rebuilds`]; without one, [`insert`](KnownKeys::insert)
+    /// every key your application creates, or it will be answered
+    /// "absent" until it has been loaded once some other way. A false
+    /// positive (about the configured rate) goes on to the cache as usual,
+    /// where the [negative cache](Self::negative) catches repeats. Defaults
+    /// to none.
+    pub fn known_keys(
+        mut self,
+        keys: KnownKeys<K>,
+        absent: impl Fn(&K) -> Resp + Send + Sync + 'static,
+    ) -> Self {
+        self.hooks.known = Some(Known {
+            keys,
+            absent: Box::new(absent),
+        });
         self
     }
 
@@ -154,6 +181,7 @@ impl<Req, Resp, K, V> fmt::Debug for CacheBuilder<Req, Resp, K, V> {
             .field("negative", &self.hooks.negative.is_some())
             .field("lifetime", &self.hooks.lifetime.is_some())
             .field("weigher", &self.hooks.weigher.is_some())
+            .field("known_keys", &self.hooks.known.is_some())
             .field("remote", &self.remote.is_some())
             .finish()
     }

@@ -52,7 +52,11 @@
 //!   expires, with a probability rising as expiry nears.
 //! - **Avalanche.** TTLs are spread by `ttl_jitter` (± 10 % by default) so
 //!   that entries loaded together do not expire together.
-//! - **Penetration.** "Not found" answers (your
+//! - **Penetration.** With [`known_keys`](CacheBuilder::known_keys), a
+//!   bloom filter of the keys that exist ([`bloom::KnownKeys`], rebuilt in
+//!   generations from a [`bloom::KeySource`]) answers a key it rejects
+//!   "absent" at once, without touching either tier or the upstream. "Not
+//!   found" answers that get past it (your
 //!   [`negative`](CacheBuilder::negative) predicate: `Ok(None)`, a 404)
 //!   are cached for `negative_ttl`, so repeated requests for a missing key
 //!   do not all reach the upstream.

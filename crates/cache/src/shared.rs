@@ -14,6 +14,7 @@ use rampart_core::BoxError;
 use rampart_core::clock::{Origin, nanos};
 use tower_service::Service;
 
+use crate::bloom::KnownKeys;
 use crate::config::CacheConfig;
 use crate::entry::{Entry, Lifetime, Random, State, jittered, refresh_early};
 use crate::error::LoadFailed;
@@ -34,6 +35,14 @@ pub(crate) struct Hooks<Req, Resp, K, V> {
     pub(crate) negative: Option<UserFn<V, bool>>,
     pub(crate) lifetime: Option<UserFn<V, Lifetime>>,
     pub(crate) weigher: Option<Weigher<K, V>>,
+    pub(crate) known: Option<Known<K, Resp>>,
+}
+
+/// The penetration defence: keys known to exist, and the answer for the
+/// others.
+pub(crate) struct Known<K, Resp> {
+    pub(crate) keys: KnownKeys<K>,
+    pub(crate) absent: UserFn<K, Resp>,
 }
 
 /// Why a load put nothing in the local tier; moka hands it, shared, to
@@ -165,6 +174,14 @@ where
         S::Future: Send,
     {
         self.start_listener();
+        if let Some(known) = &self.hooks.known
+            && !known.keys.might_exist(&key)
+        {
+            // Penetration: a key that does not exist never reaches the
+            // local tier, the remote tier or the upstream.
+            self.stats.bloom_rejected.add();
+            return Ok((known.absent)(&key));
+        }
         let now = self.origin.nanos();
         if let Some(entry) = self.local.get(&key).await {
             match entry.state(now, self.settings.tti) {
@@ -329,6 +346,9 @@ where
         }
         if fill_remote && let Some(remote) = &self.remote {
             self.remote_set(remote, key, &value, ttl);
+        }
+        if !negative && let Some(known) = &self.hooks.known {
+            known.keys.insert(key);
         }
         let now = self.origin.nanos();
         Ok(Entry::new(

@@ -78,6 +78,9 @@ stats! {
     misses => "misses_total";
     /// Requests answered with a stale entry while it was refreshed.
     stale_served => "stale_served_total";
+    /// Requests answered "absent" because the bloom filter of known keys
+    /// rejected their key (the upstream was not called).
+    bloom_rejected => "bloom_rejected_total";
     /// Requests that bypassed the cache (the key function said `None`).
     bypassed => "bypassed_total";
     /// Loads from the upstream on a miss (one per key however many
