@@ -15,7 +15,7 @@
 //! |---|---|
 //! | `cache_hit` | `moka_future_get`, `rampart_local_hit`, `tower_resilience_cache_hit` |
 //! | `cache_remote` | `redis_get_raw`, `rampart_two_tier_local_hit`, `rampart_two_tier_remote_hit` (real Redis; skipped with a message when unreachable) |
-//! | `bloom` | `bloomfilter_check`, `rampart_known_keys_check` (an absent key) |
+//! | `bloom` | `bloomfilter_check`, `rampart_absent_key_rejected` (absent keys) |
 //!
 //! Run with `cargo bench -p rampart-benches --bench cache`, then
 //! `cargo run -p rampart-benches --bin bench-report -- --cache`.
@@ -112,24 +112,29 @@ where
     }
 }
 
-/// Benchmarks `svc` under `id` in `group`: one call with `req` per
-/// iteration, `iters` of them inside one `block_on`.
+/// Benchmarks `svc` under `id` in `group`: one call per iteration,
+/// `iters` of them inside one `block_on`, with the requests of `reqs` in
+/// turn (a power-of-two count, so picking the next is a mask).
 fn bench_service<S>(
     group: &mut BenchmarkGroup<'_, WallTime>,
     rt: &Runtime,
     id: &str,
     svc: &mut S,
-    req: u64,
+    reqs: &[u64],
 ) where
     S: Service<u64>,
     S::Error: std::fmt::Debug,
 {
+    assert!(reqs.len().is_power_of_two());
+    let mask = reqs.len() - 1;
+    let mut next = 0_usize;
     group.bench_function(id, |b| {
         b.iter_custom(|iters| {
             rt.block_on(async {
                 let start = now();
                 for _ in 0..iters {
-                    ready_call(svc, req).await;
+                    ready_call(svc, reqs[next & mask]).await;
+                    next = next.wrapping_add(1);
                 }
                 start.elapsed()
             })
@@ -188,7 +193,7 @@ fn cache_hit(c: &mut Criterion) {
     let handle = layer.handle();
     let mut rampart = layer.layer(service_fn(noop_call));
     rt.block_on(ready_call(&mut rampart, KEY));
-    bench_service(&mut group, &rt, "rampart_local_hit", &mut rampart, KEY);
+    bench_service(&mut group, &rt, "rampart_local_hit", &mut rampart, &[KEY]);
     let stats = handle.stats();
     assert_eq!(stats.loads, 1, "rampart_local_hit measured misses: {stats:?}");
 
@@ -206,7 +211,7 @@ fn cache_hit(c: &mut Criterion) {
         &rt,
         "tower_resilience_cache_hit",
         &mut tower_resilience,
-        KEY,
+        &[KEY],
     );
 
     group.finish();
@@ -224,24 +229,14 @@ fn absent_keys(might_exist: impl Fn(u64) -> bool) -> Vec<u64> {
     keys
 }
 
-/// Benchmarks `check` on [`ABSENT_KEYS`] absent keys in turn, asserting
-/// each is rejected.
-fn bench_absent(group: &mut BenchmarkGroup<'_, WallTime>, id: &str, check: impl Fn(u64) -> bool) {
-    let absent = absent_keys(&check);
-    let mut next = 0;
-    group.bench_function(id, |b| {
-        b.iter(|| {
-            let key = absent[next % ABSENT_KEYS];
-            next = next.wrapping_add(1);
-            assert!(!check(black_box(key)), "an absent key passed");
-        });
-    });
-}
-
-/// Group `bloom`: an absent key checked by a raw bloom filter and by
-/// rampart's [`KnownKeys`], both sized for and filled with
-/// [`BLOOM_KEYS`] keys at [`BLOOM_FP_RATE`].
+/// Group `bloom`: absent keys checked by a raw bloom filter, and requested
+/// through rampart's cache layer with a [`KnownKeys`] filter, which
+/// answers them "absent" without touching the tiers or the upstream. Both
+/// filters are sized for and filled with [`BLOOM_KEYS`] keys at
+/// [`BLOOM_FP_RATE`]; each function cycles through [`ABSENT_KEYS`] keys
+/// its own filter rejects.
 fn bloom(c: &mut Criterion) {
+    let rt = runtime();
     let mut group = c.benchmark_group("bloom");
 
     let mut raw =
@@ -250,7 +245,16 @@ fn bloom(c: &mut Criterion) {
     for k in 0..BLOOM_KEYS {
         raw.set(&k);
     }
-    bench_absent(&mut group, "bloomfilter_check", |k| raw.check(&k));
+    let absent = absent_keys(|k| raw.check(&k));
+    let mask = ABSENT_KEYS - 1;
+    let mut next = 0_usize;
+    group.bench_function("bloomfilter_check", |b| {
+        b.iter(|| {
+            let passed = raw.check(black_box(&absent[next & mask]));
+            next = next.wrapping_add(1);
+            assert!(!black_box(passed), "an absent key passed");
+        });
+    });
 
     let known = KnownKeys::<u64>::new(
         &BloomConfig::new()
@@ -261,9 +265,29 @@ fn bloom(c: &mut Criterion) {
     for k in 0..BLOOM_KEYS {
         known.insert(&k);
     }
-    bench_absent(&mut group, "rampart_known_keys_check", |k| {
-        known.might_exist(&k)
-    });
+    let absent = absent_keys(|k| known.might_exist(&k));
+    let layer = CacheConfig::new()
+        .max_capacity(CAPACITY)
+        .ttl(TTL)
+        .builder(|id: &u64| Some(*id))
+        .known_keys(known, |_| None)
+        .build()
+        .expect("valid cache config");
+    let handle = layer.handle();
+    let mut rampart = layer.layer(service_fn(|_: u64| ready(Ok::<_, Infallible>(Some(value())))));
+    bench_service(
+        &mut group,
+        &rt,
+        "rampart_absent_key_rejected",
+        &mut rampart,
+        &absent,
+    );
+    let stats = handle.stats();
+    assert_eq!(
+        (stats.loads, stats.misses),
+        (0, 0),
+        "an absent key went past the filter: {stats:?}"
+    );
 
     group.finish();
 }
