@@ -195,7 +195,10 @@ fn cache_hit(c: &mut Criterion) {
     rt.block_on(ready_call(&mut rampart, KEY));
     bench_service(&mut group, &rt, "rampart_local_hit", &mut rampart, &[KEY]);
     let stats = handle.stats();
-    assert_eq!(stats.loads, 1, "rampart_local_hit measured misses: {stats:?}");
+    assert_eq!(
+        stats.loads, 1,
+        "rampart_local_hit measured misses: {stats:?}"
+    );
 
     // tower-resilience: likewise.
     let mut tower_resilience = TrCacheLayer::builder()
@@ -274,7 +277,9 @@ fn bloom(c: &mut Criterion) {
         .build()
         .expect("valid cache config");
     let handle = layer.handle();
-    let mut rampart = layer.layer(service_fn(|_: u64| ready(Ok::<_, Infallible>(Some(value())))));
+    let mut rampart = layer.layer(service_fn(|_: u64| {
+        ready(Ok::<_, Infallible>(Some(value())))
+    }));
     bench_service(
         &mut group,
         &rt,
