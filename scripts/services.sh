@@ -118,6 +118,11 @@ redis_ok() {
 }
 
 ensure_redis() {
+    # The cache tests also start private redis-servers on spare ports
+    # (kill-and-restart), so the binary is needed even when a server is up.
+    if ! command -v redis-server >/dev/null 2>&1; then
+        apt_install redis-server
+    fi
     if redis_ok; then
         log "redis: reachable at $REDIS_URL"
         return 0

@@ -23,6 +23,10 @@ pub enum Lifetime {
     Default,
     /// Exactly this long (no jitter: the value said so).
     For(Duration),
+    /// Exactly this long, and never served stale afterwards, even with
+    /// [`stale_while_revalidate`](crate::CacheConfig::stale_while_revalidate)
+    /// (an HTTP response with `must-revalidate` or `s-maxage`).
+    ForNoStale(Duration),
     /// Not at all: the value is passed on but not stored.
     DoNotCache,
 }

@@ -108,6 +108,78 @@
 //! counted, logged at most once per `log_interval`, never the caller's
 //! error. See `docs/cache.md` for the read and write paths.
 //!
+//! # HTTP adapter
+//!
+//! [`http::HttpCacheLayer`] puts this cache in front of an HTTP service,
+//! with [`http::HttpCachePolicy`] (RFC 9111, shared cache) deciding what
+//! is stored: `GET` and `HEAD` responses, keyed by method, URI and the
+//! configured `Vary` request headers, for as long as `s-maxage`,
+//! `max-age` or `Expires` say (capped at `max_ttl`); never `no-store`,
+//! `private`, `no-cache` or `Set-Cookie` responses (unless told to), nor
+//! other methods, which bypass the cache. Every hit carries an `Age`
+//! header (the upstream's plus the time stored, replacing the stored one).
+//!
+//! ```
+//! use bytes::Bytes;
+//! use http_body_util::{BodyExt, Full};
+//! use rampart_cache::CacheConfig;
+//! use rampart_cache::http::{HttpCacheLayer, HttpCachePolicy};
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), rampart_core::BoxError> {
+//! let cache = HttpCacheLayer::new(
+//!     CacheConfig::new().name("pages").max_capacity(10_000),
+//!     HttpCachePolicy::new()
+//!         .vary([http::header::ACCEPT_ENCODING]) // one entry per encoding
+//!         .max_body_bytes(256 * 1024),           // larger bodies stream through
+//! )?;
+//! let handle = cache.handle();
+//!
+//! let site = ServiceBuilder::new()
+//!     .layer(cache)
+//!     .service(service_fn(|_req: http::Request<Full<Bytes>>| async {
+//!         let res = http::Response::builder()
+//!             .header("cache-control", "public, max-age=60")
+//!             .body(Full::new(Bytes::from("hello")))?;
+//!         Ok::<_, http::Error>(res)
+//!     }));
+//!
+//! let get = || http::Request::get("https://example.com/").body(Full::default());
+//! let res = site.clone().oneshot(get()?).await?;          // from the upstream
+//! assert!(res.headers().get("age").is_none());
+//! let res = site.oneshot(get()?).await?;                  // from the cache
+//! assert_eq!(res.headers()["age"], "0");
+//! assert_eq!(res.into_body().collect().await?.to_bytes(), "hello");
+//! assert_eq!(handle.stats().hits, 1);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! - Under the generic layer, a small service dates each upstream
+//!   response and asks the policy about it; only a storable one has its
+//!   body collected, up to `max_body_bytes`. A body over the limit (by
+//!   `Content-Length`, size hint, or found while collecting) reaches the
+//!   caller whole, as the bytes read so far then the rest streamed once,
+//!   and is not stored. Responses come as
+//!   [`HttpCacheBody`](http::HttpCacheBody): whole (hits, collected bodies,
+//!   exact size hint) or streamed.
+//! - What is stored is a [`StoredResponse`](http::StoredResponse), for
+//!   exactly its remaining freshness (no jitter); a response marked
+//!   `must-revalidate`, `proxy-revalidate` or `s-maxage` is never served
+//!   stale, even with `stale_while_revalidate`
+//!   ([`Lifetime::ForNoStale`]).
+//! - Concurrent misses of one key make one upstream call, as elsewhere;
+//!   a response that is not storable (`private`, say) is never handed to
+//!   the other waiters: each sends its own request.
+//! - [`HttpCacheBuilder`](http::HttpCacheBuilder) adds a byte bound
+//!   (`weigh_bytes`: `max_capacity` and `max_entry_weight` in bytes) and
+//!   the remote tier (`StoredResponse` is serde; keys are named
+//!   `prefix` + the key's encoding in hex).
+//! - Not done: revalidation (conditional requests), so `no-cache`
+//!   responses are not stored; request directives other than `no-store`.
+//!   See [`http`] for the policy's rules.
+//!
 //! # Behaviour under overload
 //!
 //! - A hit costs one moka lookup, a few atomics and one allocation (the

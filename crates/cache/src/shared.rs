@@ -321,8 +321,11 @@ where
     ) -> Result<Entry<V>, Unstored<V>> {
         let s = &self.settings;
         let negative = self.hooks.negative.as_ref().is_some_and(|f| f(&value));
-        let ttl = if negative {
-            jittered(s.negative_ttl, s.ttl_jitter, self.random.unit())
+        let (ttl, swr) = if negative {
+            (
+                jittered(s.negative_ttl, s.ttl_jitter, self.random.unit()),
+                s.swr,
+            )
         } else {
             match self
                 .hooks
@@ -330,9 +333,10 @@ where
                 .as_ref()
                 .map_or(Lifetime::Default, |f| f(&value))
             {
-                Lifetime::Default => jittered(s.ttl, s.ttl_jitter, self.random.unit()),
-                Lifetime::For(ttl) if !ttl.is_zero() => ttl,
-                Lifetime::For(_) | Lifetime::DoNotCache => {
+                Lifetime::Default => (jittered(s.ttl, s.ttl_jitter, self.random.unit()), s.swr),
+                Lifetime::For(ttl) if !ttl.is_zero() => (ttl, s.swr),
+                Lifetime::ForNoStale(ttl) if !ttl.is_zero() => (ttl, None),
+                Lifetime::For(_) | Lifetime::ForNoStale(_) | Lifetime::DoNotCache => {
                     self.stats.uncacheable.add();
                     return Err(Unstored::Value(value));
                 }
@@ -352,7 +356,7 @@ where
         }
         let now = self.origin.nanos();
         Ok(Entry::new(
-            value, negative, now, ttl, s.swr, load_nanos, weight,
+            value, negative, now, ttl, swr, load_nanos, weight,
         ))
     }
 

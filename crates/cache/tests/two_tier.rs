@@ -4,93 +4,14 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{settle, upstream};
-use rampart_cache::remote::{BoxFuture, Codec, RemoteCache, RemoteError, RemoteErrorKind};
+use common::{FakeRemote, settle, upstream};
+use rampart_cache::remote::{Codec, RemoteErrorKind};
 use rampart_cache::{CacheConfig, CacheLayer};
-use tokio::sync::broadcast;
 use tower::{Layer, ServiceExt};
-
-/// A store shared by "processes" in one test, with a broadcast of
-/// invalidations; it can be told to fail every call.
-struct FakeRemote {
-    data: Mutex<HashMap<String, (Vec<u8>, Duration)>>,
-    bus: broadcast::Sender<String>,
-    down: AtomicBool,
-}
-
-impl FakeRemote {
-    fn new() -> Arc<Self> {
-        Arc::new(Self {
-            data: Mutex::default(),
-            bus: broadcast::channel(64).0,
-            down: AtomicBool::new(false),
-        })
-    }
-
-    fn check(&self) -> Result<(), RemoteError> {
-        if self.down.load(Ordering::SeqCst) {
-            Err(RemoteError::new(RemoteErrorKind::Unavailable, None))
-        } else {
-            Ok(())
-        }
-    }
-
-    fn put_raw(&self, key: &str, bytes: Vec<u8>) {
-        let ttl = Duration::from_secs(1);
-        self.data.lock().unwrap().insert(key.into(), (bytes, ttl));
-    }
-
-    fn stored(&self, key: &str) -> Option<(Vec<u8>, Duration)> {
-        self.data.lock().unwrap().get(key).cloned()
-    }
-}
-
-impl RemoteCache for FakeRemote {
-    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, RemoteError>> {
-        Box::pin(async move {
-            self.check()?;
-            Ok(self.data.lock().unwrap().get(key).map(|(v, _)| v.clone()))
-        })
-    }
-
-    fn set<'a>(
-        &'a self,
-        key: &'a str,
-        value: Vec<u8>,
-        ttl: Duration,
-    ) -> BoxFuture<'a, Result<(), RemoteError>> {
-        Box::pin(async move {
-            self.check()?;
-            self.data.lock().unwrap().insert(key.into(), (value, ttl));
-            Ok(())
-        })
-    }
-
-    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), RemoteError>> {
-        Box::pin(async move {
-            self.check()?;
-            self.data.lock().unwrap().remove(key);
-            Ok(())
-        })
-    }
-
-    fn invalidate<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), RemoteError>> {
-        Box::pin(async move {
-            self.delete(key).await?;
-            let _ = self.bus.send(key.to_string());
-            Ok(())
-        })
-    }
-
-    fn invalidations(&self) -> Option<broadcast::Receiver<String>> {
-        Some(self.bus.subscribe())
-    }
-}
 
 type Layer2 = CacheLayer<String, Option<String>, String, Option<String>>;
 

@@ -93,12 +93,14 @@
 //! - Bodies are collected up to `max_body_bytes`; a larger one reaches the
 //!   caller whole and is not stored ([`BodyPlan`]).
 
+mod adapter;
 mod body;
 mod cache_control;
 mod config;
 mod freshness;
 mod key;
 
+pub use adapter::{HttpCache, HttpCacheBody, HttpCacheBuilder, HttpCacheLayer, StoredResponse};
 pub use body::BodyPlan;
 pub use config::{
     DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_TTL, HEURISTICALLY_CACHEABLE, HttpCachePolicy,

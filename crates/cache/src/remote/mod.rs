@@ -4,6 +4,91 @@
 //! The layer serialises values with [`Codec`] and hands the store bytes;
 //! a store error is never the caller's error: the layer counts it and
 //! treats the entry as a miss.
+//!
+//! # Stores
+//!
+//! | type | what |
+//! |---|---|
+//! | [`RedisCache`] | one Redis node: `GET`, `SET … PX`, `DEL` on `{prefix}{key}` over one multiplexed connection that reconnects by itself; `invalidate` = `DEL` + `PUBLISH {prefix}invalidate` |
+//! | [`ShardedRedis`] | several nodes; each key goes to the node a [`HashRing`] (XXH3, virtual nodes, weights) picks, so adding a node moves about `1/(n+1)` of the keys |
+//! | [`GuardedRemote`] | any store behind a short per-call timeout and a circuit breaker (`rampart-breaker`): while it is open calls fail at once with [`RemoteErrorKind::BreakerOpen`]; it closes again by itself after a successful trial call |
+//!
+//! All are configured by [`RedisConfig`] (one TOML table: `url` or
+//! `nodes`, `prefix`, timeouts) and [`GuardConfig`] (`timeout`, a
+//! `[breaker]` table). Bad settings are refused with a
+//! [`ConfigError`](rampart_core::ConfigError) naming the field
+//! (`redis.url`, `redis.nodes`, `remote.timeout`, ...).
+//!
+//! # Connecting
+//!
+//! [`RedisConfig::build`] connects lazily: it returns at once and the
+//! first call dials (a down server fails that call after
+//! `connect_timeout`). [`RedisConfig::connect`] also sends a `PING` and
+//! fails with [`ConnectError::Unreachable`] if the server does not answer
+//! within `connect_timeout`: it never hangs. Both must run inside a Tokio
+//! runtime (they spawn the invalidation subscriber).
+//!
+//! # Near-cache coherence
+//!
+//! Every instance has an id. `invalidate(key)` deletes the key and
+//! publishes `"{id}\n{key}"` on `{prefix}invalidate`; each instance's
+//! background subscriber forwards the keys published by *other*
+//! instances to its [`invalidations`](RemoteCache::invalidations)
+//! receivers, where the layer drops its local copy. The subscriber
+//! notices a lost connection (end of stream, or an unanswered `PING`
+//! every `ping_interval`) and resubscribes with exponential backoff
+//! (50 ms doubling up to `reconnect_max_delay`). Messages published while
+//! it was disconnected are lost (Redis pub/sub is at-most-once), so keep
+//! the local tier's TTL short enough to bound staleness after an outage,
+//! and treat a `Lagged` receiver error as "drop everything".
+//! With [`ShardedRedis`] the message goes through the key's own node; every
+//! instance subscribes to every node.
+//!
+//! # Degradation
+//!
+//! Wrap the store in [`GuardedRemote`] (or use
+//! [`RedisConfig::build_sharded_guarded`] for one breaker per node).
+//! Timeouts and unreachable-store errors count as failures; an error
+//! answer from Redis (`Store`) does not trip the breaker. Errors by kind
+//! are on [`GuardHandle`] and in `rampart_cache_remote_errors_total{name,
+//! reason}`.
+//!
+//! ```no_run
+//! // Needs Redis on loopback: `scripts/services.sh` starts it.
+//! use std::time::Duration;
+//! use rampart_cache::remote::{Codec, GuardConfig, RedisConfig, RemoteCache};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let redis = RedisConfig::new()
+//!     .url("redis://127.0.0.1:6379")
+//!     .prefix("rampart:cache:users:")
+//!     .connect()
+//!     .await?;
+//! let remote = GuardConfig::new()
+//!     .name("users")
+//!     .timeout(Duration::from_millis(50))
+//!     .build(redis)?;
+//! let codec = Codec::new(1);
+//!
+//! remote.set("42", codec.encode(&("ada", 36u32))?, Duration::from_secs(300)).await?;
+//! let bytes = remote.get("42").await?.unwrap();
+//! let (name, age): (String, u32) = codec.decode(&bytes)?;
+//! assert_eq!((name.as_str(), age), ("ada", 36));
+//!
+//! // Elsewhere, every other process hears the key and drops its copy.
+//! let mut dropped = remote.invalidations().unwrap();
+//! remote.invalidate("42").await?;
+//! # let _ = dropped.try_recv();
+//! # Ok(()) }
+//! ```
+//!
+//! The examples that talk to Redis are marked `no_run` (doc tests run
+//! without services); `tests/redis.rs` runs the same calls against a real
+//! server, including killing and restarting one.
+//!
+//! Not done: a Redis Cluster URL (`redis+cluster://`, the `cluster-async`
+//! client). Use [`ShardedRedis`] over independent nodes instead.
 
 use std::fmt;
 use std::future::Future;
@@ -11,7 +96,13 @@ use std::pin::Pin;
 use std::time::Duration;
 
 mod codec;
+mod guard;
+mod redis;
+mod ring;
 
+pub use self::guard::{GuardConfig, GuardHandle, GuardedRemote};
+pub use self::redis::{ConnectError, NodeConfig, RedisCache, RedisConfig};
+pub use self::ring::{HashRing, ShardedRedis};
 pub use codec::{Codec, CodecError, FORMAT_VERSION};
 
 /// A boxed, sendable future: what [`RemoteCache`]'s methods return, so the

@@ -3,11 +3,14 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rampart_cache::remote::{BoxFuture, RemoteCache, RemoteError, RemoteErrorKind};
 use rampart_core::BoxError;
+use tokio::sync::broadcast;
 use tower::util::BoxCloneService;
 use tower::{ServiceExt, service_fn};
 
@@ -72,4 +75,81 @@ pub async fn settle() {
 #[allow(clippy::ptr_arg)] // its signature is `Fn(&Request) -> Option<Key>`
 pub fn key(k: &String) -> Option<String> {
     Some(k.clone())
+}
+
+/// A store shared by "processes" in one test, with a broadcast of
+/// invalidations; it can be told to fail every call.
+pub struct FakeRemote {
+    pub data: Mutex<HashMap<String, (Vec<u8>, Duration)>>,
+    pub bus: broadcast::Sender<String>,
+    pub down: AtomicBool,
+}
+
+impl FakeRemote {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            data: Mutex::default(),
+            bus: broadcast::channel(64).0,
+            down: AtomicBool::new(false),
+        })
+    }
+
+    pub fn check(&self) -> Result<(), RemoteError> {
+        if self.down.load(Ordering::SeqCst) {
+            Err(RemoteError::new(RemoteErrorKind::Unavailable, None))
+        } else {
+            Ok(())
+        }
+    }
+
+    pub fn put_raw(&self, key: &str, bytes: Vec<u8>) {
+        let ttl = Duration::from_secs(1);
+        self.data.lock().unwrap().insert(key.into(), (bytes, ttl));
+    }
+
+    pub fn stored(&self, key: &str) -> Option<(Vec<u8>, Duration)> {
+        self.data.lock().unwrap().get(key).cloned()
+    }
+}
+
+impl RemoteCache for FakeRemote {
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, RemoteError>> {
+        Box::pin(async move {
+            self.check()?;
+            Ok(self.data.lock().unwrap().get(key).map(|(v, _)| v.clone()))
+        })
+    }
+
+    fn set<'a>(
+        &'a self,
+        key: &'a str,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), RemoteError>> {
+        Box::pin(async move {
+            self.check()?;
+            self.data.lock().unwrap().insert(key.into(), (value, ttl));
+            Ok(())
+        })
+    }
+
+    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), RemoteError>> {
+        Box::pin(async move {
+            self.check()?;
+            self.data.lock().unwrap().remove(key);
+            Ok(())
+        })
+    }
+
+    fn invalidate<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), RemoteError>> {
+        Box::pin(async move {
+            self.delete(key).await?;
+            let _ = self.bus.send(key.to_string());
+            Ok(())
+        })
+    }
+
+    fn invalidations(&self) -> Option<broadcast::Receiver<String>> {
+        Some(self.bus.subscribe())
+    }
 }
