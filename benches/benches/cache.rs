@@ -29,8 +29,11 @@ use std::time::Duration;
 use bloomfilter::Bloom;
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, criterion_group, criterion_main};
-use rampart_cache::CacheConfig;
 use rampart_cache::bloom::{BloomConfig, KnownKeys};
+use rampart_cache::remote::{
+    BoxFuture, Codec, GuardConfig, GuardedRemote, RedisCache, RedisConfig, RemoteCache, RemoteError,
+};
+use rampart_cache::{CacheConfig, Handle};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::runtime::Runtime;
 use tower::{Layer, Service, ServiceExt, service_fn};
@@ -299,6 +302,15 @@ fn bloom(c: &mut Criterion) {
 
 // === group cache_remote ===
 
+/// The prefix of the bench's keys in Redis.
+const REDIS_PREFIX: &str = "rampart:bench:cache:";
+
+/// The value of the remote group: it crosses the wire, so it is a plain
+/// serialisable `String` (the same 31 bytes as [`VALUE`]).
+fn remote_value() -> String {
+    VALUE.to_owned()
+}
+
 /// The Redis the group talks to: `RAMPART_REDIS_URL`, by default the one
 /// `scripts/services.sh` starts.
 fn redis_url() -> String {
@@ -326,6 +338,98 @@ async fn connect(url: &str) -> Result<ConnectionManager, String> {
     Ok(conn)
 }
 
+/// The remote tier as a deployment would configure it: rampart's Redis
+/// store behind its guard (100 ms timeout and a breaker, the defaults).
+async fn guarded_redis(url: &str) -> GuardedRemote<RedisCache> {
+    let redis = RedisConfig::new()
+        .url(url)
+        .prefix(REDIS_PREFIX)
+        .connect()
+        .await
+        .expect("rampart's Redis store connects where the raw client did");
+    GuardConfig::new()
+        .build(redis)
+        .expect("valid remote guard config")
+}
+
+/// A remote store that passes every call to `inner` except
+/// [`invalidate`](RemoteCache::invalidate), which does nothing: the
+/// remote-hit benchmark drops the key from the local tier through
+/// [`Handle::invalidate`](rampart_cache::Handle::invalidate) between calls
+/// and must leave it in Redis.
+struct LocalInvalidateOnly<R>(R);
+
+impl<R: RemoteCache> RemoteCache for LocalInvalidateOnly<R> {
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, RemoteError>> {
+        self.0.get(key)
+    }
+
+    fn set<'a>(
+        &'a self,
+        key: &'a str,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), RemoteError>> {
+        self.0.set(key, value, ttl)
+    }
+
+    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), RemoteError>> {
+        self.0.delete(key)
+    }
+
+    fn invalidate<'a>(&'a self, _key: &'a str) -> BoxFuture<'a, Result<(), RemoteError>> {
+        Box::pin(ready(Ok(())))
+    }
+
+    fn invalidations(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
+        self.0.invalidations()
+    }
+}
+
+/// A two-tier cache over `store`, keyed by the request, in front of a
+/// no-op upstream (never called here: every value comes from a tier).
+fn two_tier(
+    store: Arc<dyn RemoteCache>,
+) -> (
+    impl Service<u64, Response = String, Error: std::fmt::Debug>,
+    Handle<u64>,
+) {
+    let layer = CacheConfig::new()
+        .max_capacity(CAPACITY)
+        .ttl(TTL)
+        .builder(|id: &u64| Some(*id))
+        .remote(
+            store,
+            Codec::new(1),
+            |id: &u64| id.to_string(),
+            |name: &str| name.parse().ok(),
+        )
+        .build()
+        .expect("valid cache config");
+    let handle = layer.handle();
+    let svc = layer.layer(service_fn(|_: u64| {
+        ready(Ok::<_, Infallible>(remote_value()))
+    }));
+    (svc, handle)
+}
+
+/// Sums the time of each of `iters` calls alone, running `between` (not
+/// timed) after each one.
+async fn timed_calls<F: Future<Output = ()>>(
+    iters: u64,
+    mut call: impl AsyncFnMut(),
+    mut between: impl FnMut() -> F,
+) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let start = now();
+        call().await;
+        total += start.elapsed();
+        between().await;
+    }
+    total
+}
+
 /// Group `cache_remote`: a value read from a real Redis directly and
 /// through rampart's two-tier cache. Skipped, saying so, when Redis is not
 /// reachable.
@@ -344,35 +448,95 @@ fn cache_remote(c: &mut Criterion) {
     };
     let mut group = c.benchmark_group("cache_remote");
 
-    let key = "rampart:bench:cache:42";
+    // The value as the two-tier cache stores it, under the name it uses.
+    let name = format!("{REDIS_PREFIX}{KEY}");
+    let bytes = Codec::new(1)
+        .encode(&remote_value())
+        .expect("a string encodes");
     rt.block_on(async {
         redis::cmd("SET")
-            .arg(key)
-            .arg(VALUE.as_bytes())
+            .arg(&name)
+            .arg(&bytes)
             .arg("EX")
             .arg(TTL.as_secs())
             .query_async::<()>(&mut conn)
             .await
             .expect("SET the bench's value");
     });
+
+    // The raw GET, timed per call like the remote hit below.
     group.bench_function("redis_get_raw", |b| {
         b.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = now();
-                for _ in 0..iters {
+            rt.block_on(timed_calls(
+                iters,
+                async || {
                     let got: Option<Vec<u8>> = redis::cmd("GET")
-                        .arg(black_box(key))
+                        .arg(black_box(&name))
                         .query_async(&mut conn)
                         .await
                         .expect("GET");
-                    assert!(black_box(got).is_some(), "Redis lost the key");
-                }
-                start.elapsed()
-            })
+                    assert_eq!(black_box(got).as_deref(), Some(&bytes[..]));
+                },
+                || ready(()),
+            ))
         });
     });
 
+    // The key in the local tier: read once from Redis, then local hits.
+    let (mut local, handle) = two_tier(Arc::new(rt.block_on(guarded_redis(&url))));
+    rt.block_on(ready_call(&mut local, KEY));
+    bench_service(
+        &mut group,
+        &rt,
+        "rampart_two_tier_local_hit",
+        &mut local,
+        &[KEY],
+    );
+    let stats = handle.stats();
+    assert_eq!(
+        (stats.loads, stats.remote_hits, stats.remote_errors),
+        (0, 1, 0),
+        "rampart_two_tier_local_hit measured other paths: {stats:?}"
+    );
+
+    // The key only in Redis: each call misses the local tier, reads Redis,
+    // decodes and fills the local tier; between calls (not timed) the key
+    // is dropped from the local tier only.
+    let store = LocalInvalidateOnly(rt.block_on(guarded_redis(&url)));
+    let (mut remote, handle) = two_tier(Arc::new(store));
+    group.bench_function("rampart_two_tier_remote_hit", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(timed_calls(
+                iters,
+                async || {
+                    ready_call(&mut remote, KEY).await;
+                },
+                || async {
+                    handle.invalidate(&KEY).await.expect("a local invalidation");
+                },
+            ))
+        });
+    });
+    let stats = handle.stats();
+    assert_eq!(
+        (stats.loads, stats.remote_errors),
+        (0, 0),
+        "rampart_two_tier_remote_hit measured other paths: {stats:?}"
+    );
+    assert_eq!(
+        (stats.remote_hits, stats.hits),
+        (stats.misses, 0),
+        "rampart_two_tier_remote_hit: every call must be a remote hit: {stats:?}"
+    );
+
     group.finish();
+    rt.block_on(async {
+        redis::cmd("DEL")
+            .arg(&name)
+            .query_async::<()>(&mut conn)
+            .await
+            .expect("DEL the bench's value");
+    });
 }
 
 criterion_group! {
