@@ -1,16 +1,20 @@
 //! Turns the estimates of `cargo bench -p rampart-benches --bench layers`
-//! into the markdown tables of `docs/benchmarks.md`: nanoseconds per call,
-//! overhead over the bare service, the ratios the targets are stated in,
-//! and whether each target is met.
+//! (or, with `--cache`, `--bench cache`) into the markdown tables of
+//! `docs/benchmarks.md`: nanoseconds per call, overhead over the bare
+//! service, the ratios the targets are stated in, and whether each target
+//! is met.
 //!
 //! ```text
-//! cargo run -p rampart-benches --bin bench-report [CRITERION_DIR]
+//! cargo run -p rampart-benches --bin bench-report [--cache] [CRITERION_DIR]
 //! ```
 //!
 //! `CRITERION_DIR` defaults to `$CARGO_TARGET_DIR/criterion`, or the
 //! workspace's `target/criterion`. Each figure is the mean point estimate
 //! of `<group>/<function>/new/estimates.json`. A missing file is an error
 //! (exit status 1) that names every file missing; a missed target is not.
+//! The one exception is the cache bench's `cache_remote` group, which the
+//! bench skips when Redis is unreachable: when none of its files exist the
+//! report says it was not measured.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -80,6 +84,34 @@ const GROUPS: &[(&str, &[&str])] = &[
     ),
 ];
 
+/// Every group the `cache` bench writes, with its functions (issue 4).
+const CACHE_GROUPS: &[(&str, &[&str])] = &[
+    (
+        "cache_hit",
+        &[
+            "moka_future_get",
+            "rampart_local_hit",
+            "tower_resilience_cache_hit",
+        ],
+    ),
+    (
+        "cache_remote",
+        &[
+            "redis_get_raw",
+            "rampart_two_tier_local_hit",
+            "rampart_two_tier_remote_hit",
+        ],
+    ),
+    (
+        "bloom",
+        &["bloomfilter_check", "rampart_absent_key_rejected"],
+    ),
+];
+
+/// Groups a bench may skip as a whole (it says why when it runs): the
+/// report marks them not measured instead of failing.
+const OPTIONAL_GROUPS: &[&str] = &["cache_remote"];
+
 /// The largest aged ÷ fresh ratio still read as "the same cost": the run
 /// to run noise of a few-nanosecond figure on a shared machine.
 const SAME_COST: f64 = 1.25;
@@ -98,13 +130,52 @@ struct Estimate {
 /// All figures, by `(group, function)`.
 type Figures = BTreeMap<(&'static str, &'static str), Estimate>;
 
+/// Which bench to report on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bench {
+    /// `--bench layers`: [`GROUPS`].
+    Layers,
+    /// `--bench cache`: [`CACHE_GROUPS`].
+    Cache,
+}
+
+impl Bench {
+    /// The groups this bench writes.
+    fn groups(self) -> &'static [(&'static str, &'static [&'static str])] {
+        match self {
+            Self::Layers => GROUPS,
+            Self::Cache => CACHE_GROUPS,
+        }
+    }
+
+    /// The bench target's name.
+    fn target(self) -> &'static str {
+        match self {
+            Self::Layers => "layers",
+            Self::Cache => "cache",
+        }
+    }
+
+    /// The report of `figures`, which [`load`] read for this bench.
+    fn render(self, figures: &Figures) -> String {
+        match self {
+            Self::Layers => render(figures),
+            Self::Cache => render_cache(figures),
+        }
+    }
+}
+
 fn main() -> ExitCode {
-    let dir = std::env::args_os()
-        .nth(1)
-        .map_or_else(default_dir, PathBuf::from);
-    match load(&dir) {
+    let mut args = std::env::args_os().skip(1).peekable();
+    let bench = if args.next_if(|a| a == "--cache").is_some() {
+        Bench::Cache
+    } else {
+        Bench::Layers
+    };
+    let dir = args.next().map_or_else(default_dir, PathBuf::from);
+    match load(&dir, bench) {
         Ok(figures) => {
-            let report = render(&figures);
+            let report = bench.render(&figures);
             if std::io::stdout()
                 .lock()
                 .write_all(report.as_bytes())
@@ -131,18 +202,27 @@ fn default_dir() -> PathBuf {
     target.join("criterion")
 }
 
-/// Reads every estimate, or says which files are missing or unreadable.
-fn load(dir: &Path) -> Result<Figures, String> {
+/// Reads every estimate of `bench`, or says which files are missing or
+/// unreadable. An [optional group](OPTIONAL_GROUPS) none of whose files
+/// exist is left out of the figures.
+fn load(dir: &Path, bench: Bench) -> Result<Figures, String> {
     let mut figures = Figures::new();
     let mut problems = Vec::new();
-    for &(group, functions) in GROUPS {
-        for &function in functions {
-            let path = dir
-                .join(group)
-                .join(function)
-                .join("new")
-                .join("estimates.json");
-            match read_estimate(&path) {
+    for &(group, functions) in bench.groups() {
+        let paths: Vec<PathBuf> = functions
+            .iter()
+            .map(|function| {
+                dir.join(group)
+                    .join(function)
+                    .join("new")
+                    .join("estimates.json")
+            })
+            .collect();
+        if OPTIONAL_GROUPS.contains(&group) && !paths.iter().any(|p| p.exists()) {
+            continue;
+        }
+        for (&function, path) in functions.iter().zip(&paths) {
+            match read_estimate(path) {
                 Ok(estimate) => {
                     figures.insert((group, function), estimate);
                 }
@@ -155,10 +235,11 @@ fn load(dir: &Path) -> Result<Figures, String> {
     } else {
         Err(format!(
             "{} of the bench's estimates cannot be read:\n{}\n\
-             run `cargo bench -p rampart-benches --bench layers` first \
+             run `cargo bench -p rampart-benches --bench {}` first \
              (the whole bench, no filter), or pass the criterion directory",
             problems.len(),
-            problems.join("\n")
+            problems.join("\n"),
+            bench.target()
         ))
     }
 }
@@ -202,33 +283,7 @@ fn render(figures: &Figures) -> String {
     let ratio = |a: f64, b: f64| (b > 0.0).then(|| a / b);
 
     let mut out = String::new();
-    for &(group, functions) in GROUPS {
-        let has_bare = functions.contains(&"bare");
-        let _ = writeln!(out, "### `{group}`\n");
-        if has_bare {
-            let _ = writeln!(
-                out,
-                "| function | ns/call (mean) | 95% CI | overhead over `bare`, ns |"
-            );
-            let _ = writeln!(out, "|---|---:|---:|---:|");
-        } else {
-            let _ = writeln!(out, "| function | ns/call (mean) | 95% CI |");
-            let _ = writeln!(out, "|---|---:|---:|");
-        }
-        for &function in functions {
-            let e = figures[&(group, function)];
-            let _ = write!(
-                out,
-                "| `{function}` | {:.2} | {:.2} – {:.2} |",
-                e.mean, e.lower, e.upper
-            );
-            if has_bare {
-                let _ = write!(out, " {:.2} |", overhead(group, function));
-            }
-            out.push('\n');
-        }
-        out.push('\n');
-    }
+    render_groups(&mut out, figures, GROUPS);
 
     let count = overhead("breaker", "rampart_count");
     let time = overhead("breaker", "rampart_time");
@@ -358,14 +413,129 @@ fn render(figures: &Figures) -> String {
             ),
         ),
     ];
+    render_informational(&mut out, &informational);
+    out
+}
+
+/// One table per group: ns/call, its confidence interval, and the
+/// overhead over the group's `bare` function when it has one. A group
+/// [load] left out (optional, not run) gets a line saying so.
+fn render_groups(out: &mut String, figures: &Figures, groups: &[(&'static str, &[&'static str])]) {
+    for &(group, functions) in groups {
+        let _ = writeln!(out, "### `{group}`\n");
+        if !figures.contains_key(&(group, functions[0])) {
+            let _ = writeln!(
+                out,
+                "Not measured: the bench skipped this group (it says why when it runs).\n"
+            );
+            continue;
+        }
+        let bare = functions
+            .contains(&"bare")
+            .then(|| figures[&(group, "bare")].mean);
+        if bare.is_some() {
+            let _ = writeln!(
+                out,
+                "| function | ns/call (mean) | 95% CI | overhead over `bare`, ns |"
+            );
+            let _ = writeln!(out, "|---|---:|---:|---:|");
+        } else {
+            let _ = writeln!(out, "| function | ns/call (mean) | 95% CI |");
+            let _ = writeln!(out, "|---|---:|---:|");
+        }
+        for &function in functions {
+            let e = figures[&(group, function)];
+            let _ = write!(
+                out,
+                "| `{function}` | {:.2} | {:.2} – {:.2} |",
+                e.mean, e.lower, e.upper
+            );
+            if let Some(bare) = bare {
+                let _ = write!(out, " {:.2} |", e.mean - bare);
+            }
+            out.push('\n');
+        }
+        out.push('\n');
+    }
+}
+
+/// The report of the `cache` bench (issue 4). Its peers are stores, not a
+/// bare service: the targets are ratios of ns/call.
+fn render_cache(figures: &Figures) -> String {
+    let ns = |group: &'static str, function: &'static str| {
+        figures.get(&(group, function)).map(|e| e.mean)
+    };
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    };
+
+    let mut out = String::new();
+    render_groups(&mut out, figures, CACHE_GROUPS);
+    let targets = [
+        Target {
+            what: "`rampart_local_hit` ÷ `moka_future_get` (ns/call)",
+            ratio: ratio(
+                ns("cache_hit", "rampart_local_hit"),
+                ns("cache_hit", "moka_future_get"),
+            ),
+            at_most: 1.3,
+        },
+        Target {
+            what: "`rampart_absent_key_rejected` ÷ `bloomfilter_check` (ns/call)",
+            ratio: ratio(
+                ns("bloom", "rampart_absent_key_rejected"),
+                ns("bloom", "bloomfilter_check"),
+            ),
+            at_most: 2.0,
+        },
+        Target {
+            what: "`rampart_two_tier_remote_hit` ÷ `redis_get_raw` (ns/call)",
+            ratio: ratio(
+                ns("cache_remote", "rampart_two_tier_remote_hit"),
+                ns("cache_remote", "redis_get_raw"),
+            ),
+            at_most: 1.2,
+        },
+    ];
+    render_targets(&mut out, "Cache targets (issue 4)", &targets);
+
+    let informational = [
+        (
+            "`tower_resilience_cache_hit` ÷ `moka_future_get`",
+            ratio(
+                ns("cache_hit", "tower_resilience_cache_hit"),
+                ns("cache_hit", "moka_future_get"),
+            ),
+        ),
+        (
+            "`rampart_local_hit` ÷ `tower_resilience_cache_hit`",
+            ratio(
+                ns("cache_hit", "rampart_local_hit"),
+                ns("cache_hit", "tower_resilience_cache_hit"),
+            ),
+        ),
+        (
+            "`rampart_two_tier_local_hit` ÷ `rampart_local_hit`",
+            ratio(
+                ns("cache_remote", "rampart_two_tier_local_hit"),
+                ns("cache_hit", "rampart_local_hit"),
+            ),
+        ),
+    ];
+    render_informational(&mut out, &informational);
+    out
+}
+
+/// The table of ratios that have no target.
+fn render_informational(out: &mut String, ratios: &[(&str, Option<f64>)]) {
     let _ = writeln!(out, "### Other ratios (no target)\n");
     let _ = writeln!(out, "| ratio | measured |");
     let _ = writeln!(out, "|---|---:|");
-    for (what, r) in informational {
+    for (what, r) in ratios {
         let measured = r.map_or_else(|| "n/a".to_owned(), |r| format!("{r:.3}"));
         let _ = writeln!(out, "| {what} | {measured} |");
     }
-    out
 }
 
 /// One table of targets, each with its verdict.
@@ -377,7 +547,7 @@ fn render_targets(out: &mut String, title: &str, targets: &[Target]) {
         let (measured, result) = match t.ratio {
             Some(r) if r <= t.at_most => (format!("{r:.3}"), "pass"),
             Some(r) => (format!("{r:.3}"), "**MISS**"),
-            None => ("n/a".to_owned(), "n/a (divisor ≤ 0)"),
+            None => ("n/a".to_owned(), "n/a (not measured, or divisor ≤ 0)"),
         };
         let _ = writeln!(
             out,
@@ -395,7 +565,7 @@ mod tests {
     #[test]
     fn a_missing_file_names_itself() {
         let dir = std::env::temp_dir().join("rampart-bench-report-empty");
-        let err = load(&dir).unwrap_err();
+        let err = load(&dir, Bench::Layers).unwrap_err();
         assert!(
             err.contains("breaker/rampart_count/new/estimates.json"),
             "{err}"
@@ -411,20 +581,115 @@ mod tests {
         );
     }
 
+    /// An estimate of `mean` with a zero-width interval.
+    fn exactly(mean: f64) -> Estimate {
+        Estimate {
+            mean,
+            lower: mean,
+            upper: mean,
+        }
+    }
+
+    /// Writes a minimal criterion `estimates.json` of `mean` for
+    /// `group/function` under `dir`.
+    fn write_estimate(dir: &Path, group: &str, function: &str, mean: f64) {
+        let path = dir.join(group).join(function).join("new");
+        std::fs::create_dir_all(&path).unwrap();
+        let json = format!(
+            r#"{{"mean":{{"point_estimate":{mean},"confidence_interval":{{"lower_bound":{mean},"upper_bound":{mean}}}}}}}"#
+        );
+        std::fs::write(path.join("estimates.json"), json).unwrap();
+    }
+
+    /// A fresh, empty directory of its own for one test.
+    fn empty_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("rampart-bench-report-{name}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn the_cache_report_names_its_missing_files_and_may_lack_redis() {
+        let dir = empty_dir("cache-empty");
+        let err = load(&dir, Bench::Cache).unwrap_err();
+        assert!(
+            err.contains("bloom/rampart_absent_key_rejected/new/estimates.json"),
+            "{err}"
+        );
+        assert!(err.contains("--bench cache"), "{err}");
+        // `cache_remote` absent as a whole is "not measured", not missing.
+        assert!(!err.contains("cache_remote"), "{err}");
+        let required: usize = CACHE_GROUPS
+            .iter()
+            .filter(|(group, _)| !OPTIONAL_GROUPS.contains(group))
+            .map(|(_, functions)| functions.len())
+            .sum();
+        assert!(
+            err.contains(&format!("{required} of the bench's estimates")),
+            "{err}"
+        );
+
+        // Every required group present: the report loads.
+        for &(group, functions) in CACHE_GROUPS {
+            if !OPTIONAL_GROUPS.contains(&group) {
+                for function in functions {
+                    write_estimate(&dir, group, function, 10.0);
+                }
+            }
+        }
+        let figures = load(&dir, Bench::Cache).unwrap();
+        let report = render_cache(&figures);
+        assert!(report.contains("Not measured"), "{report}");
+        assert!(
+            report.contains("| `rampart_two_tier_remote_hit` ÷ `redis_get_raw` (ns/call) | n/a |"),
+            "{report}"
+        );
+
+        // Part of an optional group is an error naming the rest.
+        write_estimate(&dir, "cache_remote", "redis_get_raw", 20_000.0);
+        let err = load(&dir, Bench::Cache).unwrap_err();
+        assert!(
+            err.contains("cache_remote/rampart_two_tier_remote_hit/new/estimates.json"),
+            "{err}"
+        );
+        assert!(err.contains("2 of the bench's estimates"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn renders_every_cache_target() {
+        let figures: Figures = [
+            (("cache_hit", "moka_future_get"), 100.0),
+            (("cache_hit", "rampart_local_hit"), 125.0), // 1.25 ≤ 1.3
+            (("cache_hit", "tower_resilience_cache_hit"), 90.0),
+            (("cache_remote", "redis_get_raw"), 20_000.0),
+            (("cache_remote", "rampart_two_tier_local_hit"), 150.0),
+            (("cache_remote", "rampart_two_tier_remote_hit"), 25_000.0), // 1.25 > 1.2
+            (("bloom", "bloomfilter_check"), 20.0),
+            (("bloom", "rampart_absent_key_rejected"), 40.0), // 2.0 ≤ 2
+        ]
+        .into_iter()
+        .map(|(id, mean)| (id, exactly(mean)))
+        .collect();
+        let report = render_cache(&figures);
+        assert_eq!(report.matches("| pass |").count(), 2, "{report}");
+        assert_eq!(report.matches("**MISS**").count(), 1, "{report}");
+        assert!(
+            report.contains("| `rampart_two_tier_remote_hit` ÷ `redis_get_raw` (ns/call) | 1.250 | ≤ 1.2 | **MISS** |"),
+            "{report}"
+        );
+        assert!(report.contains("### `cache_remote`"), "{report}");
+        assert!(!report.contains("Not measured"), "{report}");
+    }
+
     #[test]
     fn renders_every_target() {
         let mut figures = Figures::new();
         for &(group, functions) in GROUPS {
             for &function in functions {
                 let mean = if function == "bare" { 1.0 } else { 10.0 };
-                figures.insert(
-                    (group, function),
-                    Estimate {
-                        mean,
-                        lower: mean,
-                        upper: mean,
-                    },
-                );
+                figures.insert((group, function), exactly(mean));
             }
         }
         let report = render(&figures);
