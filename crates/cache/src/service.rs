@@ -65,7 +65,12 @@ where
         let clone = self.inner.clone();
         let mut ready = std::mem::replace(&mut self.inner, clone);
         match (self.shared.hooks.key)(&req) {
-            Some(key) => ResponseFuture::new(Arc::clone(&self.shared).serve(ready, req, key)),
+            Some(key) => {
+                if let Some(absent) = self.shared.reject_unknown(&key) {
+                    return ResponseFuture::ready(Ok(absent));
+                }
+                ResponseFuture::new(Arc::clone(&self.shared).serve(ready, req, key))
+            }
             None => {
                 self.shared.stats.bypassed.add();
                 let fut = ready.call(req);

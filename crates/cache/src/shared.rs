@@ -160,6 +160,19 @@ where
         }
     }
 
+    /// The "absent" answer for a key the bloom filter of known keys
+    /// rejects (penetration: it never reaches the local tier, the remote
+    /// tier or the upstream); `None` when the key may exist or there is no
+    /// filter.
+    pub(crate) fn reject_unknown(&self, key: &K) -> Option<Resp> {
+        let known = self.hooks.known.as_ref()?;
+        if known.keys.might_exist(key) {
+            return None;
+        }
+        self.stats.bloom_rejected.add();
+        Some((known.absent)(key))
+    }
+
     /// Answers `req` (keyed `key`) from the cache, or loads it through
     /// `svc` (ready to be called).
     pub(crate) async fn serve<S>(
@@ -174,14 +187,6 @@ where
         S::Future: Send,
     {
         self.start_listener();
-        if let Some(known) = &self.hooks.known
-            && !known.keys.might_exist(&key)
-        {
-            // Penetration: a key that does not exist never reaches the
-            // local tier, the remote tier or the upstream.
-            self.stats.bloom_rejected.add();
-            return Ok((known.absent)(&key));
-        }
         let now = self.origin.nanos();
         if let Some(entry) = self.local.get(&key).await {
             match entry.state(now, self.settings.tti) {
