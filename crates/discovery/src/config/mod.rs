@@ -1,0 +1,1 @@
+//! The config center: versioned keys, watches, typed values.
