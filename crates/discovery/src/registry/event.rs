@@ -1,0 +1,132 @@
+//! What a registry answers: [`Discovered`] snapshots, [`Event`]s and the
+//! [`Watch`] stream that carries them, [`LeaseId`]s and [`RegistryError`].
+
+use std::fmt;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use super::Instance;
+
+/// The handle of one registration, returned by
+/// [`Registry::register`](super::Registry::register): heartbeats and
+/// deregistration name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct LeaseId(pub u64);
+
+impl fmt::Display for LeaseId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "lease {}", self.0)
+    }
+}
+
+/// A service's instances at one revision, from
+/// [`Registry::discover`](super::Registry::discover).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discovered {
+    /// The registry's revision when the snapshot was taken: every change
+    /// up to it is included, none after it.
+    pub revision: u64,
+    /// The instances, ordered by id.
+    pub instances: Vec<Instance>,
+}
+
+/// What happened to an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    /// The instance is new to the service (or the watch's initial set).
+    Insert,
+    /// An instance of the same id registered again with new data.
+    Update,
+    /// The instance left: deregistered, or its lease ran out.
+    Remove,
+}
+
+/// One change to a watched service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// The registry revision of this change. Revisions are shared by all
+    /// services and strictly increase, so a watch's events are in strictly
+    /// increasing revision order.
+    pub revision: u64,
+    /// Insert, update or remove.
+    pub kind: EventKind,
+    /// The instance as inserted or updated, or as it last was when removed.
+    pub instance: Instance,
+}
+
+/// Why a registry call failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum RegistryError {
+    /// The lease is not (or no longer) known: it was deregistered, replaced
+    /// by a newer registration of the same instance, or it expired. Register
+    /// again.
+    UnknownLease(LeaseId),
+    /// A time to live of zero was asked for.
+    InvalidTtl(Duration),
+    /// The registry's backend failed (a connection, a remote store).
+    Backend(rampart_core::BoxError),
+}
+
+impl fmt::Display for RegistryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::UnknownLease(id) => write!(f, "unknown {id} (deregistered, replaced or expired)"),
+            Self::InvalidTtl(ttl) => write!(f, "invalid ttl {ttl:?}: must be longer than zero"),
+            Self::Backend(e) => write!(f, "registry backend failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for RegistryError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Backend(e) => Some(&**e),
+            _ => None,
+        }
+    }
+}
+
+/// The changes of one service, from
+/// [`Registry::watch`](super::Registry::watch): first an
+/// [`Insert`](EventKind::Insert) for every current instance, then every
+/// later change exactly once, all in increasing revision order.
+///
+/// It is a [`Stream`](futures_core::Stream) and also has
+/// [`next`](Self::next). It ends when the registry is dropped. Events queue
+/// without bound until read, so a watch that is kept must be read (drop it
+/// to unsubscribe).
+#[derive(Debug)]
+pub struct Watch {
+    rx: mpsc::UnboundedReceiver<Result<Event, RegistryError>>,
+}
+
+impl Watch {
+    /// A watch fed by `rx`: how a backend makes one.
+    pub fn from_receiver(rx: mpsc::UnboundedReceiver<Result<Event, RegistryError>>) -> Self {
+        Self { rx }
+    }
+
+    /// The next event, or `None` once the registry is gone.
+    pub async fn next(&mut self) -> Option<Result<Event, RegistryError>> {
+        self.rx.recv().await
+    }
+
+    /// The next event if one is queued, without waiting.
+    pub fn try_next(&mut self) -> Option<Result<Event, RegistryError>> {
+        self.rx.try_recv().ok()
+    }
+}
+
+impl futures_core::Stream for Watch {
+    type Item = Result<Event, RegistryError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx)
+    }
+}

@@ -1,0 +1,32 @@
+//! Helpers shared by the registry tests.
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::BTreeMap;
+
+use rampart_discovery::registry::{Event, EventKind, Instance, Watch};
+
+/// An instance `id` of `service` on 10.0.0.1:8080.
+pub fn instance(service: &str, id: &str) -> Instance {
+    Instance::new(id, service, "10.0.0.1", 8080).unwrap()
+}
+
+/// Every event queued on `watch` now.
+pub fn drain(watch: &mut Watch) -> Vec<Event> {
+    std::iter::from_fn(|| watch.try_next().map(Result::unwrap)).collect()
+}
+
+/// Applies `events` to `state` as a watcher would, checking each is
+/// consistent with it (no insert of a present id, no update or remove of an
+/// absent one) and that revisions strictly increase.
+pub fn apply(state: &mut BTreeMap<String, Instance>, last: &mut u64, events: &[Event]) {
+    for e in events {
+        assert!(e.revision > *last, "revision {} after {}", e.revision, last);
+        *last = e.revision;
+        let id = e.instance.id().to_owned();
+        match e.kind {
+            EventKind::Insert => assert!(state.insert(id, e.instance.clone()).is_none(), "{e:?}"),
+            EventKind::Update => assert!(state.insert(id, e.instance.clone()).is_some(), "{e:?}"),
+            EventKind::Remove => assert!(state.remove(&id).is_some(), "{e:?}"),
+        }
+    }
+}

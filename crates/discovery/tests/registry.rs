@@ -1,0 +1,230 @@
+//! The memory registry: leases on the tokio clock, discover, watch.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{apply, drain, instance};
+use rampart_discovery::registry::{
+    EventKind, MemoryRegistry, Registry, RegistryError, ServiceName,
+};
+use tokio::time::sleep;
+
+fn name(s: &str) -> ServiceName {
+    s.parse().unwrap()
+}
+
+async fn ids(registry: &dyn Registry, service: &str) -> Vec<String> {
+    let found = registry.discover(&name(service)).await.unwrap();
+    found.instances.iter().map(|i| i.id().to_owned()).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn lease_expires_after_ttl_without_heartbeat() {
+    let registry = MemoryRegistry::new();
+    registry
+        .register(instance("orders", "a"), Duration::from_secs(10))
+        .await
+        .unwrap();
+    sleep(Duration::from_millis(9_999)).await;
+    assert_eq!(ids(&registry, "orders").await, ["a"]);
+    sleep(Duration::from_millis(2)).await;
+    assert!(ids(&registry, "orders").await.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn heartbeats_renew_the_lease() {
+    let registry = MemoryRegistry::new();
+    let lease = registry
+        .register(instance("orders", "a"), Duration::from_secs(10))
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        sleep(Duration::from_secs(6)).await;
+        registry.heartbeat(lease).await.unwrap();
+    }
+    // 30 s in, three times the ttl: still here
+    assert_eq!(ids(&registry, "orders").await, ["a"]);
+    // heartbeats stop: gone one ttl after the last one, not before
+    sleep(Duration::from_millis(9_999)).await;
+    assert_eq!(ids(&registry, "orders").await, ["a"]);
+    sleep(Duration::from_millis(2)).await;
+    assert!(ids(&registry, "orders").await.is_empty());
+    assert!(matches!(
+        registry.heartbeat(lease).await,
+        Err(RegistryError::UnknownLease(l)) if l == lease
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn deregister_removes_and_revokes_the_lease() {
+    let registry = MemoryRegistry::new();
+    let a = registry
+        .register(instance("orders", "a"), Duration::from_secs(10))
+        .await
+        .unwrap();
+    let _b = registry
+        .register(instance("orders", "b"), Duration::from_secs(10))
+        .await
+        .unwrap();
+    registry.deregister(a).await.unwrap();
+    assert_eq!(ids(&registry, "orders").await, ["b"]);
+    assert!(matches!(
+        registry.deregister(a).await,
+        Err(RegistryError::UnknownLease(_))
+    ));
+    assert!(matches!(
+        registry.heartbeat(a).await,
+        Err(RegistryError::UnknownLease(_))
+    ));
+    assert_eq!(registry.revision(), 3);
+    assert!(matches!(
+        registry
+            .register(instance("orders", "c"), Duration::ZERO)
+            .await,
+        Err(RegistryError::InvalidTtl(_))
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn reregistering_an_id_updates_and_revokes_the_old_lease() {
+    let registry = MemoryRegistry::new();
+    let mut watch = registry.watch(&name("orders")).await.unwrap();
+    let old = registry
+        .register(instance("orders", "a"), Duration::from_secs(10))
+        .await
+        .unwrap();
+    let new = registry
+        .register(
+            instance("orders", "a").with_weight(7),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        registry.heartbeat(old).await,
+        Err(RegistryError::UnknownLease(_))
+    ));
+    // the old lease's timer is gone with it: nothing expires at 10 s
+    sleep(Duration::from_secs(30)).await;
+    let found = registry.discover(&name("orders")).await.unwrap();
+    assert_eq!(found.instances.len(), 1);
+    assert_eq!(found.instances[0].weight(), 7);
+    assert_eq!(found.revision, 2);
+    let kinds: Vec<_> = drain(&mut watch)
+        .iter()
+        .map(|e| (e.revision, e.kind))
+        .collect();
+    assert_eq!(kinds, [(1, EventKind::Insert), (2, EventKind::Update)]);
+    registry.heartbeat(new).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn watch_starts_with_the_current_set_then_every_change_once() {
+    let registry = MemoryRegistry::new();
+    let a = registry
+        .register(instance("orders", "a"), Duration::from_secs(10))
+        .await
+        .unwrap();
+    registry
+        .register(instance("orders", "b"), Duration::from_secs(20))
+        .await
+        .unwrap();
+    // another service's changes are not delivered, but use revisions
+    registry
+        .register(instance("billing", "x"), Duration::from_secs(20))
+        .await
+        .unwrap();
+    let mut watch = registry.watch(&name("orders")).await.unwrap();
+    registry.heartbeat(a).await.unwrap(); // no event
+    registry
+        .register(
+            instance("orders", "b").with_zone("z2"),
+            Duration::from_secs(20),
+        )
+        .await
+        .unwrap();
+    sleep(Duration::from_secs(11)).await; // a expires
+    let events = drain(&mut watch);
+    let seen: Vec<_> = events
+        .iter()
+        .map(|e| (e.revision, e.kind, e.instance.id()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (1, EventKind::Insert, "a"),
+            (2, EventKind::Insert, "b"),
+            (4, EventKind::Update, "b"),
+            (5, EventKind::Remove, "a"),
+        ]
+    );
+    assert_eq!(events[2].instance.zone(), Some("z2"));
+    // the registry going away ends the watch
+    drop(registry);
+    assert!(watch.next().await.is_none());
+}
+
+/// Writers on several threads register, update and deregister at once;
+/// watchers, one from the start and one joining midway, each see a
+/// consistent history (every change once, strictly increasing revisions)
+/// that ends in the registry's final state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_are_seen_once_in_revision_order() {
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    let service = name("shop/orders");
+    let mut early = registry.watch(&service).await.unwrap();
+    let ttl = Duration::from_secs(3600);
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let registry = Arc::clone(&registry);
+            tokio::spawn(async move {
+                for i in 0..50 {
+                    let id = format!("w{w}-{i}");
+                    let lease = registry
+                        .register(instance("shop/orders", &id), ttl)
+                        .await
+                        .unwrap();
+                    if i % 2 == 0 {
+                        registry
+                            .register(instance("shop/orders", &id).with_weight(2), ttl)
+                            .await
+                            .unwrap();
+                    } else if i % 3 == 0 {
+                        registry.deregister(lease).await.unwrap();
+                    }
+                    // other services' writes interleave
+                    registry
+                        .register(instance("other", &id), ttl)
+                        .await
+                        .unwrap();
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    tokio::task::yield_now().await;
+    let mut late = registry.watch(&service).await.unwrap();
+    for w in writers {
+        w.await.unwrap();
+    }
+    let final_state = registry.discover(&service).await.unwrap();
+    let expected: BTreeMap<_, _> = final_state
+        .instances
+        .iter()
+        .map(|i| (i.id().to_owned(), i.clone()))
+        .collect();
+
+    let early_events = drain(&mut early);
+    // 400 inserts, 200 updates, 64 removes (odd multiples of 3 below 50: 8 per writer)
+    assert_eq!(early_events.len(), 400 + 200 + 8 * 8);
+    for (events, name) in [(early_events, "early"), (drain(&mut late), "late")] {
+        let mut state = BTreeMap::new();
+        let mut last = 0;
+        apply(&mut state, &mut last, &events);
+        assert_eq!(state, expected, "{name} watcher");
+        assert!(last <= final_state.revision);
+    }
+}
