@@ -1,11 +1,12 @@
 //! [`MemoryRegistry`]: the embedded registry, in process, with leases timed
 //! by the tokio clock.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use rampart_core::ConfigError;
+use rampart_core::error::validate;
 use rampart_core::metrics::InstanceLabels;
 use serde::Deserialize;
 use tokio::sync::mpsc;
@@ -19,18 +20,40 @@ use super::{
 
 /// The settings of a [`MemoryRegistry`].
 ///
-/// Deserializes from TOML with unknown keys refused:
+/// Deserializes from TOML with every field optional, durations as `"60s"`
+/// (an integer is milliseconds) and unknown keys refused:
 ///
 /// ```
 /// use rampart_discovery::registry::MemoryRegistryConfig;
+/// use std::time::Duration;
 ///
-/// let config: MemoryRegistryConfig = toml::from_str(r#"name = "local""#).unwrap();
-/// assert_eq!(config, MemoryRegistryConfig::new().name("local"));
+/// let config: MemoryRegistryConfig = toml::from_str(r#"
+///     name = "local"
+///     protection_threshold = 0.85
+///     protection_window = "2m"
+/// "#).unwrap();
+/// assert_eq!(config, MemoryRegistryConfig::new()
+///     .name("local")
+///     .protection_threshold(0.85)
+///     .protection_window(Duration::from_secs(120)));
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MemoryRegistryConfig {
     name: String,
+    protection_threshold: f64,
+    #[serde(with = "rampart_core::duration")]
+    protection_window: Duration,
+}
+
+impl Default for MemoryRegistryConfig {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            protection_threshold: 0.0,
+            protection_window: Duration::from_secs(60),
+        }
+    }
 }
 
 impl MemoryRegistryConfig {
@@ -46,8 +69,31 @@ impl MemoryRegistryConfig {
         self
     }
 
-    /// Checks the settings, naming the first field at fault.
+    /// The self-preservation threshold: the least share of a service's
+    /// instances that lease expiry may leave (see
+    /// [`MemoryRegistry`]'s "Self-preservation" for the exact rule). Must be
+    /// within `0.0..=1.0`; 0 turns self-preservation off. Defaults to 0 (off,
+    /// as in Nacos); Eureka's 0.85 suits services of many instances, since
+    /// with it a service of fewer than 7 instances keeps even one dead
+    /// instance until its operator clears it.
+    pub fn protection_threshold(mut self, threshold: f64) -> Self {
+        self.protection_threshold = threshold;
+        self
+    }
+
+    /// How long an expiry counts against the threshold. Must be longer
+    /// than zero. Defaults to 60 s.
+    pub fn protection_window(mut self, window: Duration) -> Self {
+        self.protection_window = window;
+        self
+    }
+
+    /// Checks the settings, naming the first field at fault:
+    /// `protection_threshold` outside `0.0..=1.0` (or NaN), or a zero
+    /// `protection_window`.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        validate::ratio("protection_threshold", self.protection_threshold)?;
+        validate::non_zero_duration("protection_window", self.protection_window)?;
         Ok(())
     }
 
@@ -71,6 +117,43 @@ impl MemoryRegistryConfig {
 /// deadline on the tokio clock (so paused-time tests drive it); a
 /// heartbeat only moves the deadline, and the task, on waking, sleeps again
 /// until the new deadline if it moved. There is no polling loop.
+///
+/// # Self-preservation
+///
+/// With a [`protection_threshold`](MemoryRegistryConfig::protection_threshold)
+/// `t` above 0, a lease that runs out does not always remove its instance
+/// (Eureka's self-preservation, Nacos's protection threshold): a network
+/// partition between the instances and the registry must not empty a
+/// service whose instances are alive. The exact rule, applied when a lease
+/// runs out, for its service:
+///
+/// - `R`: instances registered now (including lapsed ones kept by this rule),
+/// - `L`: lapsed instances (lease run out, kept), counting this one,
+/// - `E`: instances expired by lease within the last
+///   [`protection_window`](MemoryRegistryConfig::protection_window);
+///
+/// the instance is removed if `R - L >= t × (R + E)`, that is if expiring
+/// it leaves at least the share `t` of the service's instances of the
+/// window alive. Otherwise it is kept (still discovered, no event) and
+/// marked lapsed, and the service becomes *protected*:
+/// [`is_protected`](MemoryRegistry::is_protected) says so, the gauge
+/// [`PROTECTED`] is 1, [`PROTECTION_KEPT_TOTAL`] counts kept instances, and
+/// a `warn` event is logged. Deregistration is never held back.
+///
+/// Expiry resumes on events, never by polling: after each heartbeat,
+/// registration or deregistration in a protected service, the rule is
+/// applied again to each lapsed instance (earliest deadline first), and
+/// those it allows are removed. A heartbeat of a lapsed instance renews it.
+/// Once no lapsed instance is left, the protection lifts (gauge 0, `info`
+/// event). An operator can also lift it with
+/// [`clear_protection`](MemoryRegistry::clear_protection), which removes
+/// the lapsed instances and forgets the window's expiries.
+///
+/// For example, with `t = 0.85` and 10 instances whose heartbeats all stop,
+/// the first to run out is removed (`9 >= 8.5`); the other nine are kept
+/// (`8 < 8.5`, and fewer after). When their heartbeats come back, each one
+/// renews; if only 6 come back, the other 3 stay (`6 < 8.5`) until an
+/// operator clears them.
 ///
 /// Clones share the registry. When the last clone is dropped, the timers
 /// stop and every [`Watch`] ends. [`register`](Registry::register) must be
@@ -108,6 +191,11 @@ struct Service {
     /// By instance id.
     instances: BTreeMap<String, Entry>,
     watchers: Vec<Sender>,
+    /// When instances were expired, within the protection window (only
+    /// kept while self-preservation is on).
+    expired: VecDeque<Instant>,
+    /// Some lapsed instance is being kept.
+    protected: bool,
 }
 
 #[derive(Debug)]
@@ -118,6 +206,8 @@ struct Entry {
     deadline: Instant,
     /// The revision of the last insert or update.
     revision: u64,
+    /// Its lease ran out, and self-preservation keeps it.
+    lapsed: bool,
     timer: AbortHandle,
 }
 
@@ -142,6 +232,35 @@ impl Service {
 
     fn is_unused(&self) -> bool {
         self.instances.is_empty() && self.watchers.is_empty()
+    }
+
+    /// The self-preservation rule: may instance `id`, whose lease ran out,
+    /// be removed?
+    fn may_expire(&mut self, id: &str, now: Instant, config: &MemoryRegistryConfig) -> bool {
+        let threshold = config.protection_threshold;
+        if threshold == 0.0 {
+            return true;
+        }
+        if let Some(start) = now.checked_sub(config.protection_window) {
+            while self.expired.front().is_some_and(|t| *t <= start) {
+                self.expired.pop_front();
+            }
+        }
+        let registered = self.instances.len();
+        let lapsed = self
+            .instances
+            .values()
+            .filter(|e| e.lapsed || e.instance.id() == id)
+            .count();
+        let seen = registered + self.expired.len();
+        (registered - lapsed) as f64 >= threshold * seen as f64
+    }
+
+    /// Lapsed instances, earliest deadline first.
+    fn lapsed(&self) -> Vec<LeaseId> {
+        let mut lapsed: Vec<&Entry> = self.instances.values().filter(|e| e.lapsed).collect();
+        lapsed.sort_by_key(|e| e.deadline);
+        lapsed.iter().map(|e| e.lease).collect()
     }
 }
 
@@ -207,6 +326,7 @@ impl MemoryRegistry {
             ttl,
             deadline,
             revision,
+            lapsed: false,
             timer,
         };
         let service = state.services.entry(name.clone()).or_default();
@@ -222,7 +342,8 @@ impl MemoryRegistry {
         let instance = service.instances[&id].instance.clone();
         service.notify(revision, kind, &instance);
         tracing::debug!(registry = %self.inner.config.name, service = %name, instance = %id, %lease, ?kind, revision, "registered");
-        state.leases.insert(lease, (name, id));
+        state.leases.insert(lease, (name.clone(), id));
+        self.inner.reconsider(&mut state, &name);
         Ok(lease)
     }
 
@@ -232,6 +353,15 @@ impl MemoryRegistry {
             .entry_mut(lease)
             .ok_or(RegistryError::UnknownLease(lease))?;
         entry.deadline = Instant::now() + entry.ttl;
+        if entry.lapsed {
+            // its timer ended when it lapsed: start another
+            entry.lapsed = false;
+            let deadline = entry.deadline;
+            entry.timer = tokio::spawn(run_timer(Arc::downgrade(&self.inner), lease, deadline))
+                .abort_handle();
+        }
+        let name = state.leases[&lease].0.clone();
+        self.inner.reconsider(&mut state, &name);
         Ok(())
     }
 
@@ -241,7 +371,53 @@ impl MemoryRegistry {
             .remove(lease)
             .ok_or(RegistryError::UnknownLease(lease))?;
         tracing::debug!(registry = %self.inner.config.name, service = %instance.service(), instance = %instance.id(), %lease, "deregistered");
+        self.inner.reconsider(&mut state, instance.service());
         Ok(())
+    }
+
+    /// Whether self-preservation is keeping lapsed instances of `service`.
+    pub fn is_protected(&self, service: &ServiceName) -> bool {
+        self.inner
+            .lock()
+            .services
+            .get(service)
+            .is_some_and(|s| s.protected)
+    }
+
+    /// Every service self-preservation is protecting now.
+    pub fn protected_services(&self) -> Vec<ServiceName> {
+        let state = self.inner.lock();
+        let mut names: Vec<_> = state
+            .services
+            .iter()
+            .filter(|(_, s)| s.protected)
+            .map(|(n, _)| n.clone())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// The operator's override: removes every lapsed instance of `service`
+    /// that self-preservation kept, forgets its recent expiries (the rule
+    /// starts afresh), and lifts the protection. Returns how many instances
+    /// were removed.
+    pub fn clear_protection(&self, service: &ServiceName) -> usize {
+        let mut state = self.inner.lock();
+        let Some(svc) = state.services.get(service) else {
+            return 0;
+        };
+        let lapsed = svc.lapsed();
+        for &lease in &lapsed {
+            self.inner.expire(&mut state, lease, Instant::now());
+        }
+        if let Some(svc) = state.services.get_mut(service) {
+            svc.expired.clear();
+        }
+        if !lapsed.is_empty() {
+            tracing::warn!(registry = %self.inner.config.name, %service, removed = lapsed.len(), "self-preservation cleared by operator");
+            self.inner.lift_protection(&mut state, service);
+        }
+        lapsed.len()
     }
 
     fn discover_now(&self, name: &ServiceName) -> Discovered {
@@ -279,6 +455,15 @@ impl MemoryRegistry {
 /// Instances removed because their lease ran out (labels `name`, `service`).
 pub const EXPIRED_TOTAL: &str = rampart_core::metric_name!("discovery", "registry_expired_total");
 
+/// Instances self-preservation kept although their lease ran out (labels
+/// `name`, `service`).
+pub const PROTECTION_KEPT_TOTAL: &str =
+    rampart_core::metric_name!("discovery", "registry_protection_kept_total");
+
+/// 1 while a service is protected by self-preservation, else 0 (labels
+/// `name`, `service`).
+pub const PROTECTED: &str = rampart_core::metric_name!("discovery", "registry_protected");
+
 /// The label carrying a metric's full service name (`namespace/group/service`).
 pub const SERVICE_LABEL: &str = "service";
 
@@ -294,18 +479,88 @@ impl Inner {
     }
 
     /// Called by a lease's timer at `deadline`: the next deadline to sleep
-    /// until, or `None` when the timer's work is done.
+    /// until, or `None` when the timer's work is done (the instance expired,
+    /// or lapsed and is kept).
     fn on_deadline(&self, lease: LeaseId) -> Option<Instant> {
         let mut state = self.lock();
+        let now = Instant::now();
         let deadline = state.entry_mut(lease)?.deadline;
-        if deadline > Instant::now() {
+        if deadline > now {
             return Some(deadline);
+        }
+        let (name, id) = state.leases[&lease].clone();
+        let service = state.services.get_mut(&name)?;
+        if service.may_expire(&id, now, &self.config) {
+            self.expire(&mut state, lease, now);
+        } else {
+            service.instances.get_mut(&id)?.lapsed = true;
+            metrics::counter!(PROTECTION_KEPT_TOTAL, self.service_labels(&name)).increment(1);
+            tracing::warn!(registry = %self.config.name, service = %name, instance = %id, %lease, "lease expired, instance kept by self-preservation");
+            if !service.protected {
+                service.protected = true;
+                metrics::gauge!(PROTECTED, self.service_labels(&name)).set(1.0);
+                tracing::warn!(registry = %self.config.name, service = %name, threshold = self.config.protection_threshold, "self-preservation on: expiring more instances would leave too few");
+            }
+        }
+        None
+    }
+
+    /// Removes the instance behind the run-out `lease`, counting it.
+    fn expire(&self, state: &mut State, lease: LeaseId, now: Instant) {
+        let Some((name, _)) = state.leases.get(&lease) else {
+            return;
+        };
+        if self.config.protection_threshold > 0.0
+            && let Some(service) = state.services.get_mut(name)
+        {
+            service.expired.push_back(now);
         }
         if let Some(instance) = state.remove(lease) {
             tracing::info!(registry = %self.config.name, service = %instance.service(), instance = %instance.id(), %lease, "lease expired");
             metrics::counter!(EXPIRED_TOTAL, self.service_labels(instance.service())).increment(1);
         }
-        None
+    }
+
+    /// After a change to a protected service, expires the lapsed instances
+    /// the rule now allows (earliest deadline first), and lifts the
+    /// protection once none is left.
+    fn reconsider(&self, state: &mut State, name: &ServiceName) {
+        let Some(service) = state.services.get(name) else {
+            return;
+        };
+        if !service.protected {
+            return;
+        }
+        let now = Instant::now();
+        for lease in service.lapsed() {
+            let Some((_, id)) = state.leases.get(&lease).cloned() else {
+                continue;
+            };
+            let Some(service) = state.services.get_mut(name) else {
+                return;
+            };
+            if service.may_expire(&id, now, &self.config) {
+                self.expire(state, lease, now);
+            }
+        }
+        if state
+            .services
+            .get(name)
+            .is_none_or(|s| s.instances.values().all(|e| !e.lapsed))
+        {
+            self.lift_protection(state, name);
+        }
+    }
+
+    fn lift_protection(&self, state: &mut State, name: &ServiceName) {
+        if let Some(service) = state.services.get_mut(name) {
+            if !service.protected {
+                return;
+            }
+            service.protected = false;
+        }
+        metrics::gauge!(PROTECTED, self.service_labels(name)).set(0.0);
+        tracing::info!(registry = %self.config.name, service = %name, "self-preservation off");
     }
 }
 

@@ -15,7 +15,10 @@ mod event;
 mod memory;
 
 pub use event::{Discovered, Event, EventKind, LeaseId, RegistryError, Watch};
-pub use memory::{EXPIRED_TOTAL, MemoryRegistry, MemoryRegistryConfig, SERVICE_LABEL};
+pub use memory::{
+    EXPIRED_TOTAL, MemoryRegistry, MemoryRegistryConfig, PROTECTED, PROTECTION_KEPT_TOTAL,
+    SERVICE_LABEL,
+};
 
 use std::future::Future;
 use std::pin::Pin;
