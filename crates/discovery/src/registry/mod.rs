@@ -1,19 +1,74 @@
 //! The service registry: instances register with a time to live, and
 //! callers discover and watch them.
 //!
-//! An [`Instance`] is one endpoint of a service (id, [`ServiceName`],
-//! address, port, weight, zone, metadata, [`HealthStatus`]); it is
-//! validated when built or decoded, so a registry never holds an invalid
-//! one.
+//! - An [`Instance`] is one endpoint of a service: id, [`ServiceName`],
+//!   address (an IP address or DNS host name), port, weight, zone,
+//!   metadata and [`HealthStatus`]. It is validated when built or decoded
+//!   (an empty id, a bad service name, a bad address or port 0 is an
+//!   [`InstanceError`] naming the cause), so a registry never holds an
+//!   invalid one.
+//! - A [`ServiceName`] carries its namespace and group in one string,
+//!   `namespace/group/service`; the short forms `group/service` and
+//!   `service` are in the `default` namespace and group.
+//! - The [`Registry`] trait is object safe (its methods return
+//!   [`BoxFuture`]s), so `Arc<dyn Registry>` works: `register` an instance
+//!   with a time to live and get a [`LeaseId`], `heartbeat` it, `deregister`
+//!   it, `discover` a service's instances at a revision, or `watch` them:
+//!   a [`Watch`] yields an [`Event`] (insert, update or remove, with its
+//!   revision) for every current instance and then every change, exactly
+//!   once and in revision order.
+//! - [`MemoryRegistry`] is the embedded backend: leases are timed on the
+//!   tokio clock with no polling loop, and its self-preservation
+//!   ([`MemoryRegistryConfig::protection_threshold`]) keeps instances whose
+//!   leases run out en masse instead of emptying the service.
+//! - [`discover()`] turns a watch into a [`tower::discover::Discover`]
+//!   stream ([`DiscoverChanges`]) keyed by instance id, with each
+//!   endpoint's service made by a closure, for `tower::balance`.
+//!
+//! ```
+//! use std::time::Duration;
+//! use rampart_discovery::registry::{discover, Instance, MemoryRegistry, Registry, ServiceName};
+//! use tower::balance::p2c::Balance;
+//! use tower::load::Constant;
+//! use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), BoxError> {
+//! let registry = MemoryRegistry::new();
+//! let instance = Instance::new("orders-1", "shop/orders", "10.0.0.7", 8080)?.with_zone("eu-1a");
+//! let lease = registry.register(instance, Duration::from_secs(30)).await?;
+//! registry.heartbeat(lease).await?; // within every 30 s, or it expires
+//!
+//! // a balancer over the service's endpoints, following the registry
+//! let orders: ServiceName = "shop/orders".parse()?;
+//! let endpoints = discover(&registry, &orders, |i: &Instance| {
+//!     let addr = format!("{}:{}", i.address(), i.port());
+//!     let endpoint = service_fn(move |req: String| {
+//!         let reply = format!("{req} via {addr}");
+//!         async move { Ok::<_, BoxError>(reply) }
+//!     });
+//!     Constant::new(endpoint, 1)
+//! })
+//! .await?;
+//! let client = ServiceBuilder::new().service(Balance::new(endpoints));
+//! assert_eq!(client.oneshot("GET /".to_owned()).await?, "GET / via 10.0.0.7:8080");
+//!
+//! registry.deregister(lease).await?;
+//! assert!(registry.discover(&orders).await?.instances.is_empty());
+//! # Ok(())
+//! # }
+//! ```
 
 mod instance;
 
 pub use instance::{
     DEFAULT_GROUP, DEFAULT_NAMESPACE, HealthStatus, Instance, InstanceError, ServiceName,
 };
+mod discover;
 mod event;
 mod memory;
 
+pub use discover::{DiscoverChanges, discover};
 pub use event::{Discovered, Event, EventKind, LeaseId, RegistryError, Watch};
 pub use memory::{
     EXPIRED_TOTAL, MemoryRegistry, MemoryRegistryConfig, PROTECTED, PROTECTION_KEPT_TOTAL,
