@@ -19,7 +19,7 @@ use tower::discover::{Change, Discover};
 type Endpoint = (String, u32);
 
 fn make(i: &Instance) -> Endpoint {
-    (format!("{}:{}", i.address(), i.port()), i.weight())
+    (i.authority(), i.weight())
 }
 
 /// Every change ready now, as `(key, Some(endpoint))` for an insert and

@@ -34,6 +34,11 @@ fn refuses_invalid_instances_naming_the_cause() {
             "{bad:?}: {err:?}"
         );
     }
+    let v6 = |a| Instance::new("a", "orders", a, 80).unwrap().authority();
+    assert_eq!(v6("::1"), "[::1]:80");
+    assert_eq!(v6("[::1]"), "[::1]:80");
+    assert_eq!(v6("10.0.0.1"), "10.0.0.1:80");
+    assert_eq!(v6("db.example"), "db.example:80");
     for good in [
         "10.0.0.1",
         "::1",

@@ -40,6 +40,19 @@ async fn register_ten(registry: &MemoryRegistry) -> Vec<LeaseId> {
     leases
 }
 
+/// Ten instances at 0.85 whose heartbeats all stopped a TTL ago: one
+/// expired, nine kept.
+async fn partitioned() -> (MemoryRegistry, Vec<LeaseId>) {
+    let registry = protected(0.85);
+    let leases = register_ten(&registry).await;
+    sleep(TTL * 2).await;
+    assert!(registry.is_protected(&orders()));
+    assert_eq!(count(&registry).await, 9);
+    (registry, leases)
+}
+
+const LABELS: [(&str, &str); 2] = [("name", "reg"), ("service", "default/default/orders")];
+
 async fn count(registry: &MemoryRegistry) -> usize {
     registry.discover(&orders()).await.unwrap().instances.len()
 }
@@ -97,10 +110,7 @@ async fn mass_expiry_keeps_instances_until_heartbeats_recover() {
 async fn dead_instances_stay_until_an_operator_clears_them() {
     let recorder = TestRecorder::default();
     let _guard = metrics::set_default_local_recorder(&recorder);
-    let registry = protected(0.85);
-    let leases = register_ten(&registry).await;
-    sleep(TTL * 2).await;
-    assert!(registry.is_protected(&orders()));
+    let (registry, leases) = partitioned().await;
     // six recover, three are dead: 6 alive of 10 is still below 8.5
     for lease in &leases[1..7] {
         registry.heartbeat(*lease).await.unwrap();
@@ -108,22 +118,21 @@ async fn dead_instances_stay_until_an_operator_clears_them() {
     assert!(registry.is_protected(&orders()));
     assert_eq!(count(&registry).await, 9);
 
-    let labels = [("name", "reg"), ("service", "default/default/orders")];
     assert_eq!(
         recorder
-            .get("rampart_discovery_registry_protected", &labels)
+            .get("rampart_discovery_registry_protected", &LABELS)
             .gauge(),
         1.0
     );
     assert_eq!(
         recorder
-            .get("rampart_discovery_registry_protection_kept_total", &labels)
+            .get("rampart_discovery_registry_protection_kept_total", &LABELS)
             .counter(),
         9
     );
     assert_eq!(
         recorder
-            .get("rampart_discovery_registry_expired_total", &labels)
+            .get("rampart_discovery_registry_expired_total", &LABELS)
             .counter(),
         1
     );
@@ -143,13 +152,13 @@ async fn dead_instances_stay_until_an_operator_clears_them() {
     assert_eq!(count(&registry).await, 6);
     assert_eq!(
         recorder
-            .get("rampart_discovery_registry_protected", &labels)
+            .get("rampart_discovery_registry_protected", &LABELS)
             .gauge(),
         0.0
     );
     assert_eq!(
         recorder
-            .get("rampart_discovery_registry_expired_total", &labels)
+            .get("rampart_discovery_registry_expired_total", &LABELS)
             .counter(),
         4
     );
@@ -240,4 +249,24 @@ async fn recovery_after_the_window_expires_the_stragglers() {
         (EventKind::Remove, "i9")
     );
     assert!(registry.heartbeat(leases[9]).await.is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn deregistering_the_kept_instances_lifts_the_protection() {
+    let recorder = TestRecorder::default();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let (registry, leases) = partitioned().await;
+    // deregistration is never held back; the last one leaves nothing to keep
+    for lease in &leases[1..] {
+        registry.deregister(*lease).await.unwrap();
+    }
+    assert_eq!(count(&registry).await, 0);
+    assert!(!registry.is_protected(&orders()));
+    assert!(registry.protected_services().is_empty());
+    assert_eq!(
+        recorder
+            .get("rampart_discovery_registry_protected", &LABELS)
+            .gauge(),
+        0.0
+    );
 }

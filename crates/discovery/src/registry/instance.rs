@@ -331,6 +331,16 @@ impl Instance {
         self.port
     }
 
+    /// `host:port`, with an IPv6 address in brackets (`[::1]:8080`), as a
+    /// URI authority or a socket address string wants it.
+    pub fn authority(&self) -> String {
+        if self.address.parse::<std::net::Ipv6Addr>().is_ok() {
+            format!("[{}]:{}", self.address, self.port)
+        } else {
+            format!("{}:{}", self.address, self.port)
+        }
+    }
+
     /// The relative weight (0: drained).
     pub fn weight(&self) -> u32 {
         self.weight

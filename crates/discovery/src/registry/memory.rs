@@ -230,8 +230,11 @@ impl Service {
         });
     }
 
+    /// Nothing left to keep: no instance, no watcher, no protection to
+    /// lift (a protected service stays until its protection is lifted, so
+    /// the lift is reported).
     fn is_unused(&self) -> bool {
-        self.instances.is_empty() && self.watchers.is_empty()
+        self.instances.is_empty() && self.watchers.is_empty() && !self.protected
     }
 
     /// The self-preservation rule: may instance `id`, whose lease ran out,
@@ -553,11 +556,15 @@ impl Inner {
     }
 
     fn lift_protection(&self, state: &mut State, name: &ServiceName) {
-        if let Some(service) = state.services.get_mut(name) {
-            if !service.protected {
-                return;
-            }
-            service.protected = false;
+        let Some(service) = state.services.get_mut(name) else {
+            return;
+        };
+        if !service.protected {
+            return;
+        }
+        service.protected = false;
+        if service.is_unused() {
+            state.services.remove(name);
         }
         metrics::gauge!(PROTECTED, self.service_labels(name)).set(0.0);
         tracing::info!(registry = %self.config.name, service = %name, "self-preservation off");

@@ -42,7 +42,7 @@
 //! // a balancer over the service's endpoints, following the registry
 //! let orders: ServiceName = "shop/orders".parse()?;
 //! let endpoints = discover(&registry, &orders, |i: &Instance| {
-//!     let addr = format!("{}:{}", i.address(), i.port());
+//!     let addr = i.authority();
 //!     let endpoint = service_fn(move |req: String| {
 //!         let reply = format!("{req} via {addr}");
 //!         async move { Ok::<_, BoxError>(reply) }
