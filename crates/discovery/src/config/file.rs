@@ -10,7 +10,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::memory::written;
-use super::state::{Data, KeyState, Locked, Op};
+use super::state::{Data, KeyState, Locked, Op, join_value, split_value};
 use super::{BoxFuture, ConfigStore, ConfigStoreError, StoreOptions, Versioned, WatchStream};
 
 /// The file format's version, written as `"format"`.
@@ -184,17 +184,13 @@ fn encode(data: &Data) -> Vec<u8> {
             let history = state
                 .history
                 .iter()
-                .map(|v| match std::str::from_utf8(&v.value) {
-                    Ok(text) => ValueImage {
+                .map(|v| {
+                    let (text, bytes) = split_value(&v.value);
+                    ValueImage {
                         version: v.version,
-                        text: Some(text.to_owned()),
-                        bytes: None,
-                    },
-                    Err(_) => ValueImage {
-                        version: v.version,
-                        text: None,
-                        bytes: Some(v.value.to_vec()),
-                    },
+                        text,
+                        bytes,
+                    }
                 })
                 .collect();
             let image = KeyImage {
@@ -256,16 +252,8 @@ fn decode(bytes: &[u8], options: StoreOptions) -> Result<Data, String> {
                 ));
             }
             previous = v.version;
-            let value = match (v.text, v.bytes) {
-                (Some(text), None) => Bytes::from(text),
-                (None, Some(bytes)) => Bytes::from(bytes),
-                _ => {
-                    return Err(format!(
-                        "key {key:?} version {}: needs exactly one of \"text\" and \"bytes\"",
-                        v.version
-                    ));
-                }
-            };
+            let value = join_value(v.text, v.bytes)
+                .map_err(|e| format!("key {key:?} version {}: {e}", v.version))?;
             history.push_back(Versioned {
                 value,
                 version: v.version,

@@ -29,6 +29,14 @@
 //! does not decode is reported on an error channel and the last good value
 //! stays live, so a bad push never takes a service down.
 //!
+//! Gray release: [`put_gray`] stores a value for the instances a
+//! [`Selector`] matches (by instance id, or by labels) beside the main value,
+//! under the reserved key [`gray_key`] (`__gray__/KEY`), so it works on every
+//! backend. [`get_for`] and [`watch_typed_for`] give an [`InstanceInfo`] the
+//! gray value while its selector matches, the main value otherwise;
+//! [`promote_gray`] makes the gray value the main one, [`clear_gray`]
+//! abandons it.
+//!
 //! ```
 //! use std::sync::Arc;
 //! use rampart_discovery::config::{
@@ -65,12 +73,23 @@
 //! typed.values.changed().await?;
 //! assert_eq!(typed.current().max_conns, 10);
 //! assert_eq!(store.get("svc/limits").await?.unwrap().version, v4);
+//!
+//! // Gray release: canaries get a new value first.
+//! use rampart_discovery::config::{get_for, put_gray, InstanceInfo, Selector};
+//! let canary = InstanceInfo::new("api-1").label("canary", "true");
+//! let selector = Selector::default().label("canary", "true");
+//! put_gray(store.as_ref(), "svc/limits", r#"{"max_conns": 50}"#.into(), selector).await?;
+//! let seen = get_for(store.as_ref(), "svc/limits", &canary).await?.unwrap();
+//! assert_eq!(seen.as_str(), Some(r#"{"max_conns": 50}"#));
+//! let others = get_for(store.as_ref(), "svc/limits", &InstanceInfo::new("api-2")).await?;
+//! assert_eq!(others.unwrap().version, v4);
 //! # Ok(())
 //! # }
 //! ```
 
 mod error;
 mod file;
+mod gray;
 mod memory;
 mod state;
 mod typed;
@@ -78,8 +97,14 @@ mod types;
 
 pub use error::{ConfigStoreError, Conflict};
 pub use file::FileConfigStore;
+pub use gray::{
+    GRAY_PREFIX, Gray, InstanceInfo, Selector, clear_gray, get_for, get_gray, gray_key,
+    promote_gray, put_gray,
+};
 pub use memory::MemoryConfigStore;
-pub use typed::{ERROR_BUFFER, Format, TypedError, TypedErrorKind, TypedWatch, watch_typed};
+pub use typed::{
+    ERROR_BUFFER, Format, TypedError, TypedErrorKind, TypedWatch, watch_typed, watch_typed_for,
+};
 pub use types::{BoxFuture, Change, ChangeKind, StoreOptions, Versioned, WatchStream};
 
 use bytes::Bytes;

@@ -121,6 +121,27 @@ impl Data {
     }
 }
 
+/// A value as stored in a JSON document: `"text"` if it is UTF-8,
+/// `"bytes"` otherwise.
+pub(crate) fn split_value(value: &Bytes) -> (Option<String>, Option<Vec<u8>>) {
+    match std::str::from_utf8(value) {
+        Ok(text) => (Some(text.to_owned()), None),
+        Err(_) => (None, Some(value.to_vec())),
+    }
+}
+
+/// The inverse of [`split_value`]: exactly one of the two must be present.
+pub(crate) fn join_value(
+    text: Option<String>,
+    bytes: Option<Vec<u8>>,
+) -> Result<Bytes, &'static str> {
+    match (text, bytes) {
+        (Some(text), None) => Ok(Bytes::from(text)),
+        (None, Some(bytes)) => Ok(Bytes::from(bytes)),
+        _ => Err("needs exactly one of \"text\" and \"bytes\""),
+    }
+}
+
 fn check_key(key: &str) -> Result<(), ConfigStoreError> {
     if key.is_empty() {
         return Err(ConfigStoreError::InvalidKey {

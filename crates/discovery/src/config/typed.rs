@@ -5,7 +5,8 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, watch};
 
-use super::{ChangeKind, ConfigStore, ConfigStoreError};
+use super::gray::{Gray, InstanceInfo, get_gray, gray_key};
+use super::{Change, ChangeKind, ConfigStore, ConfigStoreError, Versioned};
 
 /// How a typed value is encoded in the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -81,6 +82,9 @@ impl<T> TypedWatch<T> {
 /// and the last good value stays live. No change between the first read and
 /// the watch is missed. A spawned task follows the key until every clone of
 /// [`TypedWatch::values`] is dropped.
+///
+/// This follows the main value only; see [`watch_typed_for`] for the value
+/// a given instance should use during a gray release.
 pub async fn watch_typed<T>(
     store: Arc<dyn ConfigStore>,
     key: &str,
@@ -89,17 +93,105 @@ pub async fn watch_typed<T>(
 where
     T: DeserializeOwned + Send + Sync + 'static,
 {
+    watch_inner(store, key, format, None).await
+}
+
+/// Like [`watch_typed`], for one instance: while `key` has a gray value
+/// whose [`Selector`](super::Selector) matches `instance`, that value is
+/// live; otherwise the main value is (see [`put_gray`](super::put_gray)).
+/// A change of the gray value that does not concern `instance` does not
+/// wake its receivers.
+pub async fn watch_typed_for<T>(
+    store: Arc<dyn ConfigStore>,
+    key: &str,
+    format: Format,
+    instance: InstanceInfo,
+) -> Result<TypedWatch<T>, ConfigStoreError>
+where
+    T: DeserializeOwned + Send + Sync + 'static,
+{
+    watch_inner(store, key, format, Some(instance)).await
+}
+
+/// What the watching task knows of the main and gray values.
+struct View {
+    key: String,
+    instance: Option<InstanceInfo>,
+    main: Option<Versioned>,
+    gray: Option<Gray>,
+}
+
+impl View {
+    /// Applies a change to the main or the gray key; a gray record that
+    /// does not decode is an error and counts as no gray value.
+    fn apply(&mut self, change: &Change) -> Result<(), String> {
+        let value = change
+            .value
+            .clone()
+            .filter(|_| change.kind == ChangeKind::Put);
+        if change.key == self.key {
+            self.main = value.map(|value| Versioned {
+                value,
+                version: change.version,
+            });
+            return Ok(());
+        }
+        self.gray = None;
+        if let Some(stored) = value {
+            self.gray = Some(Gray::decode(&stored, change.version)?);
+        }
+        Ok(())
+    }
+
+    /// The value the watched instance should use.
+    fn effective(&self) -> Option<Versioned> {
+        if let (Some(gray), Some(instance)) = (&self.gray, &self.instance)
+            && gray.selector.matches(instance)
+        {
+            return Some(Versioned {
+                value: gray.value.clone(),
+                version: gray.version,
+            });
+        }
+        self.main.clone()
+    }
+}
+
+async fn watch_inner<T>(
+    store: Arc<dyn ConfigStore>,
+    key: &str,
+    format: Format,
+    instance: Option<InstanceInfo>,
+) -> Result<TypedWatch<T>, ConfigStoreError>
+where
+    T: DeserializeOwned + Send + Sync + 'static,
+{
+    let gray_key = instance.as_ref().map(|_| gray_key(key));
+    let with_gray = gray_key.is_some();
     // Watch first, then read: a change in between arrives on the stream and
-    // is recognised as newer by its version.
-    let mut changes = store
-        .watch_pattern(&format!("^{}$", regex::escape(key)))
-        .await?;
-    let first = store
-        .get(key)
-        .await?
-        .ok_or_else(|| ConfigStoreError::NotFound {
-            key: key.to_owned(),
-        })?;
+    // is recognised as already seen by its version.
+    let pattern = match &gray_key {
+        Some(gray) => format!("^(?:{}|{})$", regex::escape(key), regex::escape(gray)),
+        None => format!("^{}$", regex::escape(key)),
+    };
+    let mut changes = store.watch_pattern(&pattern).await?;
+    let main = store.get(key).await?;
+    let gray = if with_gray {
+        get_gray(store.as_ref(), key).await?
+    } else {
+        None
+    };
+    let seen_main = main.as_ref().map_or(0, |v| v.version);
+    let seen_gray = gray.as_ref().map_or(0, |g| g.version);
+    let mut view = View {
+        key: key.to_owned(),
+        instance,
+        main,
+        gray,
+    };
+    let first = view.effective().ok_or_else(|| ConfigStoreError::NotFound {
+        key: key.to_owned(),
+    })?;
     let value: T = format
         .decode(&first.value)
         .map_err(|reason| ConfigStoreError::Decode {
@@ -109,7 +201,9 @@ where
         })?;
     let (values_tx, values) = watch::channel(Arc::new(value));
     let (errors_tx, errors) = mpsc::channel(ERROR_BUFFER);
-    let seen = first.version;
+    // The version last decoded (or `None` after a deletion was reported),
+    // so that a change that leaves this instance's value alone is silent.
+    let mut tried = Some(first.version);
     tokio::spawn(async move {
         loop {
             let change = tokio::select! {
@@ -119,30 +213,44 @@ where
                     None => break,
                 },
             };
+            let seen = if change.key == view.key {
+                seen_main
+            } else {
+                seen_gray
+            };
             if change.version <= seen {
                 continue;
             }
-            let kind = match (change.kind, change.value.as_deref()) {
-                (ChangeKind::Put, Some(bytes)) => match format.decode::<T>(bytes) {
+            let report = |kind: TypedErrorKind| {
+                tracing::warn!(
+                    key = %change.key,
+                    version = change.version,
+                    error = ?kind,
+                    "config change rejected; the last good value stays live"
+                );
+                let _ = errors_tx.try_send(TypedError {
+                    key: change.key.clone(),
+                    version: change.version,
+                    kind,
+                });
+            };
+            if let Err(reason) = view.apply(&change) {
+                report(TypedErrorKind::Decode(reason));
+            }
+            let effective = view.effective();
+            if effective.as_ref().map(|v| v.version) == tried {
+                continue;
+            }
+            tried = effective.as_ref().map(|v| v.version);
+            match effective {
+                None => report(TypedErrorKind::Deleted),
+                Some(v) => match format.decode::<T>(&v.value) {
                     Ok(value) => {
                         values_tx.send_replace(Arc::new(value));
-                        continue;
                     }
-                    Err(reason) => TypedErrorKind::Decode(reason),
+                    Err(reason) => report(TypedErrorKind::Decode(reason)),
                 },
-                _ => TypedErrorKind::Deleted,
-            };
-            tracing::warn!(
-                key = %change.key,
-                version = change.version,
-                error = ?kind,
-                "config change rejected; the last good value stays live"
-            );
-            let _ = errors_tx.try_send(TypedError {
-                key: change.key,
-                version: change.version,
-                kind,
-            });
+            }
         }
     });
     Ok(TypedWatch { values, errors })
