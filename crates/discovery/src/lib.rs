@@ -1,10 +1,45 @@
 //! Service registration and discovery, and a config center, for Tower
-//! services (work in progress: see the modules).
+//! services: a registry watch becomes a `tower::discover::Discover` stream
+//! a balancer consumes, and a config key becomes a
+//! `watch::Receiver<Arc<T>>` a layer reconfigures from. The embedded
+//! backends need no server.
 //!
 //! ```
-//! // The registry and the config center are built in the next commits.
-//! assert_eq!(2 + 2, 4);
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use rampart_discovery::config::{watch_typed, ConfigStore, Format, MemoryConfigStore};
+//! use rampart_discovery::registry::{Instance, MemoryRegistry, Registry, ServiceName};
+//!
+//! #[derive(serde::Deserialize)]
+//! struct Limits { max_conns: u32 }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // The registry: register with a time to live, heartbeat, discover.
+//! let registry = MemoryRegistry::new();
+//! let lease = registry
+//!     .register(Instance::new("orders-1", "shop/orders", "10.0.0.7", 8080)?, Duration::from_secs(30))
+//!     .await?;
+//! registry.heartbeat(lease).await?;
+//! let orders: ServiceName = "shop/orders".parse()?;
+//! assert_eq!(registry.discover(&orders).await?.instances.len(), 1);
+//!
+//! // The config center: versioned keys and typed, live values.
+//! let store: Arc<dyn ConfigStore> = Arc::new(MemoryConfigStore::new());
+//! store.put("orders/limits", r#"{"max_conns": 64}"#.into()).await?;
+//! let limits = watch_typed::<Limits>(store, "orders/limits", Format::Json).await?;
+//! assert_eq!(limits.current().max_conns, 64);
+//! # Ok(()) }
 //! ```
+//!
+//! | part | module | backends here |
+//! |---|---|---|
+//! | registry: `Instance`, `Registry` (register with TTL, heartbeat, deregister, discover, watch), self-preservation, `tower::discover` adapter | [`registry`] | [`registry::MemoryRegistry`] |
+//! | config center: `ConfigStore` (get, put, compare-and-put, delete, history, rollback, watch by prefix or regex), typed watches, gray release | [`config`] | [`config::MemoryConfigStore`], [`config::FileConfigStore`] |
+//!
+//! Not built yet (see `docs/discovery.md`): the etcd, DNS and static/file
+//! registry backends, the etcd config store, active health checks and the
+//! sidecar helper.
 
 pub mod config;
 pub mod registry;

@@ -15,6 +15,7 @@
 //! | `bulkhead` | `rampart-bulkhead` | bounded concurrency with a bounded wait |
 //! | `retry` | `rampart-retry` | retries with backoff and jitter, `Retry-After`, per-try timeouts, deadlines (propagated), retry budgets, hedged requests, replay of streaming HTTP bodies |
 //! | `backpressure` | `rampart-backpressure` | bounded queue (global or per key) with CoDel and early shedding, GCRA rate limiting (global and per key), adaptive concurrency limit (AIMD, Vegas, Gradient2) |
+//! | `discovery` | `rampart-discovery` | service registry (memory) with leases, self-preservation and a `tower::discover` adapter; config center (memory, file) with versions, watches, typed values, gray release |
 //! | `cache` | `rampart-cache` | local tier on moka, Redis tier with near-cache invalidation, single-flight loads, stale-while-revalidate, bloom filter and negative cache, HTTP adapter |
 //!
 //! A stack: a bulkhead bounds how many calls wait on a dependency, and a
@@ -55,6 +56,9 @@ pub use rampart_backpressure as backpressure;
 
 #[cfg(feature = "cache")]
 pub use rampart_cache as cache;
+
+#[cfg(feature = "discovery")]
+pub use rampart_discovery as discovery;
 
 /// The README's examples, compiled and run as doctests so the README
 /// cannot drift from the code.
