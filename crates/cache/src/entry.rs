@@ -182,37 +182,6 @@ impl<K, V> moka::Expiry<K, std::sync::Arc<Entry<V>>> for MemoryBound {
 
 /// A lock-free splitmix64 stream: cheap, seeded, repeatable. Not for
 /// secrets.
-#[derive(Debug)]
-pub(crate) struct Random(AtomicU64);
-
-impl Random {
-    pub(crate) fn new(seed: u64) -> Self {
-        Self(AtomicU64::new(seed))
-    }
-
-    /// A seed that differs per cache (for an unseeded config).
-    pub(crate) fn fresh_seed() -> u64 {
-        use std::hash::{BuildHasher, RandomState};
-        RandomState::new().hash_one(0u8)
-    }
-
-    /// The next 64 random bits.
-    pub(crate) fn next_u64(&self) -> u64 {
-        let mut z = self
-            .0
-            .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed)
-            .wrapping_add(0x9e37_79b9_7f4a_7c15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `(0.0, 1.0]`.
-    pub(crate) fn unit(&self) -> f64 {
-        ((self.next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64
-    }
-}
-
 /// `ttl` spread uniformly over `ttl × (1 ± jitter)` by `u` in `(0, 1]`.
 pub(crate) fn jittered(ttl: Duration, jitter: f64, u: f64) -> Duration {
     if jitter == 0.0 {
@@ -232,13 +201,14 @@ pub(crate) fn refresh_early(now: u64, expires_at: u64, delta: u64, beta: f64, u:
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use rampart_core::random::SharedRng;
 
     proptest! {
         /// Jitter stays within `ttl × (1 ± jitter)`.
         #[test]
         fn jitter_stays_in_bounds(ttl_ms in 1u64..10_000_000, jitter in 0.0f64..1.0, seed in any::<u64>()) {
             let ttl = Duration::from_millis(ttl_ms);
-            let random = Random::new(seed);
+            let random = SharedRng::new(seed);
             for _ in 0..16 {
                 let d = jittered(ttl, jitter, random.unit()).as_secs_f64();
                 let (lo, hi) = (ttl.as_secs_f64() * (1.0 - jitter), ttl.as_secs_f64() * (1.0 + jitter));
@@ -249,7 +219,7 @@ mod tests {
         /// Unit draws lie in (0, 1].
         #[test]
         fn unit_is_in_range(seed in any::<u64>()) {
-            let random = Random::new(seed);
+            let random = SharedRng::new(seed);
             for _ in 0..64 {
                 let u = random.unit();
                 prop_assert!(u > 0.0 && u <= 1.0);
@@ -259,7 +229,7 @@ mod tests {
 
     #[test]
     fn jitter_spreads_over_the_whole_range() {
-        let random = Random::new(7);
+        let random = SharedRng::new(7);
         let ttl = Duration::from_secs(100);
         let draws: Vec<f64> = (0..1000)
             .map(|_| jittered(ttl, 0.2, random.unit()).as_secs_f64())
@@ -271,7 +241,7 @@ mod tests {
 
     #[test]
     fn xfetch_refreshes_more_often_near_expiry() {
-        let random = Random::new(3);
+        let random = SharedRng::new(3);
         let count = |now| {
             (0..10_000)
                 .filter(|_| refresh_early(now, 1_000, 100, 1.0, random.unit()))

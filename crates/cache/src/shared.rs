@@ -12,11 +12,12 @@ use moka::future::Cache as Moka;
 use moka::ops::compute::Op;
 use rampart_core::BoxError;
 use rampart_core::clock::{Origin, nanos};
+use rampart_core::random::{SharedRng, fresh_seed};
 use tower_service::Service;
 
 use crate::bloom::KnownKeys;
 use crate::config::CacheConfig;
-use crate::entry::{Entry, Lifetime, Random, State, jittered, refresh_early};
+use crate::entry::{Entry, Lifetime, State, jittered, refresh_early};
 use crate::error::LoadFailed;
 use crate::stats::Stats;
 use crate::two_tier::RemoteTier;
@@ -107,7 +108,7 @@ pub(crate) struct Shared<Req, Resp, K, V> {
     pub(crate) local: Moka<K, Arc<Entry<V>>>,
     pub(crate) origin: Origin,
     pub(crate) settings: Settings,
-    pub(crate) random: Random,
+    pub(crate) random: SharedRng,
     pub(crate) stats: Arc<Stats>,
     pub(crate) remote: Option<RemoteTier<K, V>>,
     pub(crate) log: LogLimiter,
@@ -149,7 +150,7 @@ where
                 early_refresh: config.early_refresh,
                 max_entry_weight: config.max_entry_weight,
             },
-            random: Random::new(config.seed.unwrap_or_else(Random::fresh_seed)),
+            random: SharedRng::new(config.seed.unwrap_or_else(fresh_seed)),
             log: LogLimiter::new(config.log_interval),
             name: config.name,
             hooks,

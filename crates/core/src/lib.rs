@@ -31,6 +31,7 @@ pub mod duration;
 pub mod error;
 pub mod keyed;
 pub mod metrics;
+pub mod random;
 #[cfg(feature = "test-util")]
 pub mod testing;
 

@@ -98,10 +98,7 @@ impl Rng {
     /// A generator started from `seed` (any value, zero included).
     pub fn new(seed: u64) -> Self {
         // splitmix64 spreads nearby seeds apart; xorshift needs a non-zero state.
-        let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        Self((z ^ (z >> 31)) | 1)
+        Self(rampart_core::random::splitmix64(seed) | 1)
     }
 
     /// The next 64 random bits.

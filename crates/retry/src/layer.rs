@@ -1,7 +1,6 @@
 //! The retry layer and the state its services share.
 
 use std::fmt;
-use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -145,13 +144,7 @@ pub(crate) struct Metrics {
 impl Shared {
     fn new(config: &RetryConfig) -> Self {
         let labels = InstanceLabels::new(config.name.clone());
-        let seed = config.seed.unwrap_or_else(|| {
-            // A per-process random key from std, so processes that share
-            // a configuration do not jitter in step.
-            std::collections::hash_map::RandomState::new()
-                .build_hasher()
-                .finish()
-        });
+        let seed = config.seed.unwrap_or_else(rampart_core::random::fresh_seed);
         Self {
             name: config.name.as_str().into(),
             max_attempts: config.max_attempts,

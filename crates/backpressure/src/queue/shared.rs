@@ -2,7 +2,6 @@
 //! handles, and the [`Slot`] a queued call holds.
 
 use std::fmt;
-use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, OnceLock};
@@ -12,6 +11,7 @@ use std::time::Duration;
 use metrics::{Counter, Gauge, Histogram};
 use rampart_core::metric_name;
 use rampart_core::metrics::{InstanceLabels, labels};
+use rampart_core::random::{SharedRng, fresh_seed};
 
 use crate::admission::Admission;
 use crate::error::{Overloaded, QueueClosed, Reason};
@@ -306,36 +306,23 @@ impl fmt::Debug for Turn {
 struct Red {
     threshold: usize,
     capacity: usize,
-    /// SplitMix64's counter: one atomic add per draw, shared by every
-    /// caller, so a seeded queue sheds the same calls in the same order.
-    state: AtomicU64,
+    /// Shared by every caller, so a seeded queue sheds the same calls in
+    /// the same order.
+    rng: SharedRng,
 }
-
-/// SplitMix64's increment (the golden ratio in 64 bits).
-const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
 
 impl Red {
     fn new(threshold: usize, capacity: usize, seed: Option<u64>) -> Self {
-        let seed = seed.unwrap_or_else(|| {
-            // A per-process random key from std, so that queues sharing a
-            // configuration do not shed in step.
-            std::collections::hash_map::RandomState::new()
-                .build_hasher()
-                .finish()
-        });
         Self {
             threshold,
             capacity,
-            state: AtomicU64::new(seed),
+            rng: SharedRng::new(seed.unwrap_or_else(fresh_seed)),
         }
     }
 
     /// 64 random bits.
     fn draw(&self) -> u64 {
-        let mut z = self.state.fetch_add(GOLDEN, Relaxed).wrapping_add(GOLDEN);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.rng.next_u64()
     }
 
     /// Whether a call finding `depth` queued is shed; `draw` gives its 64
