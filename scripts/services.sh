@@ -392,10 +392,12 @@ case "${1:-start}" in
     *) die "unknown command '$1' (use: start | stop)" ;;
 esac
 
-if ! command -v protoc >/dev/null 2>&1; then
-    # etcd-client (the Rust crate) generates its gRPC code with protoc.
-    apt_install protobuf-compiler
-fi
+# etcd-client (the Rust crate) generates its gRPC code with protoc, which
+# needs the well-known types (google/protobuf/*.proto) from libprotobuf-dev.
+build_pkgs=()
+command -v protoc >/dev/null 2>&1 || build_pkgs+=(protobuf-compiler)
+[[ -f /usr/include/google/protobuf/descriptor.proto ]] || build_pkgs+=(libprotobuf-dev)
+[[ ${#build_pkgs[@]} -eq 0 ]] || apt_install "${build_pkgs[@]}"
 
 ensure_redis
 ensure_postgres

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::{apply, drain, instance};
 use rampart_discovery::registry::{
-    EventKind, MemoryRegistry, Registry, RegistryError, ServiceName,
+    EventKind, HealthStatus, MemoryRegistry, Registry, RegistryError, ServiceName,
 };
 use tokio::time::sleep;
 
@@ -227,4 +227,47 @@ async fn concurrent_writers_are_seen_once_in_revision_order() {
         assert_eq!(state, expected, "{name} watcher");
         assert!(last <= final_state.revision);
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn set_health_updates_watchers_once_and_keeps_the_lease() {
+    let registry = MemoryRegistry::new();
+    let lease = registry
+        .register(instance("orders", "a"), Duration::from_secs(10))
+        .await
+        .unwrap();
+    let mut watch = registry.watch(&name("orders")).await.unwrap();
+    let orders = name("orders");
+    let revision = registry
+        .set_health(&orders, "a", HealthStatus::Unhealthy)
+        .await
+        .unwrap();
+    assert_eq!(revision, 2);
+    // the same status again: no change, no event, same revision
+    assert_eq!(
+        registry
+            .set_health(&orders, "a", HealthStatus::Unhealthy)
+            .await
+            .unwrap(),
+        2
+    );
+    let found = registry.discover(&orders).await.unwrap();
+    assert_eq!(found.instances[0].health(), HealthStatus::Unhealthy);
+    let seen: Vec<_> = drain(&mut watch)
+        .iter()
+        .map(|e| (e.revision, e.kind, e.instance.health()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (1, EventKind::Insert, HealthStatus::Healthy),
+            (2, EventKind::Update, HealthStatus::Unhealthy),
+        ]
+    );
+    // the lease is the same one: a heartbeat still renews it
+    registry.heartbeat(lease).await.unwrap();
+    assert!(matches!(
+        registry.set_health(&orders, "b", HealthStatus::Healthy).await,
+        Err(RegistryError::UnknownInstance { ref id, .. }) if id == "b"
+    ));
 }

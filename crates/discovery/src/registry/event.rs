@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use super::Instance;
+use super::{Instance, ServiceName};
 
 /// The handle of one registration, returned by
 /// [`Registry::register`](super::Registry::register): heartbeats and
@@ -33,6 +33,10 @@ pub struct Discovered {
     pub revision: u64,
     /// The instances, ordered by id.
     pub instances: Vec<Instance>,
+    /// The backend could not be reached, so these are the last instances
+    /// known (at `revision`), not a fresh answer. Always `false` for the
+    /// embedded registry.
+    pub stale: bool,
 }
 
 /// What happened to an instance.
@@ -67,6 +71,14 @@ pub enum RegistryError {
     /// by a newer registration of the same instance, or it expired. Register
     /// again.
     UnknownLease(LeaseId),
+    /// The service has no instance of this id (never registered, or
+    /// removed since).
+    UnknownInstance {
+        /// The service asked about.
+        service: ServiceName,
+        /// The instance id it does not have.
+        id: String,
+    },
     /// A time to live of zero was asked for.
     InvalidTtl(Duration),
     /// The registry's backend failed (a connection, a remote store).
@@ -77,6 +89,9 @@ impl fmt::Display for RegistryError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::UnknownLease(id) => write!(f, "unknown {id} (deregistered, replaced or expired)"),
+            Self::UnknownInstance { service, id } => {
+                write!(f, "service {service} has no instance {id:?}")
+            }
             Self::InvalidTtl(ttl) => write!(f, "invalid ttl {ttl:?}: must be longer than zero"),
             Self::Backend(e) => write!(f, "registry backend failed: {e}"),
         }

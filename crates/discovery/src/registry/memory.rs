@@ -14,8 +14,8 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use super::{
-    BoxFuture, Discovered, Event, EventKind, Instance, LeaseId, Registry, RegistryError,
-    ServiceName, Watch,
+    BoxFuture, Discovered, Event, EventKind, HealthStatus, Instance, LeaseId, Registry,
+    RegistryError, ServiceName, Watch,
 };
 
 /// The settings of a [`MemoryRegistry`].
@@ -378,6 +378,36 @@ impl MemoryRegistry {
         Ok(())
     }
 
+    fn set_health_now(
+        &self,
+        name: &ServiceName,
+        id: &str,
+        health: HealthStatus,
+    ) -> Result<u64, RegistryError> {
+        let mut state = self.inner.lock();
+        let unknown = || RegistryError::UnknownInstance {
+            service: name.clone(),
+            id: id.to_owned(),
+        };
+        let entry = state
+            .services
+            .get(name)
+            .and_then(|s| s.instances.get(id))
+            .ok_or_else(unknown)?;
+        if entry.instance.health() == health {
+            return Ok(entry.revision);
+        }
+        let revision = state.next_revision();
+        let service = state.services.get_mut(name).ok_or_else(unknown)?;
+        let entry = service.instances.get_mut(id).ok_or_else(unknown)?;
+        entry.instance = entry.instance.clone().with_health(health);
+        entry.revision = revision;
+        let instance = entry.instance.clone();
+        service.notify(revision, EventKind::Update, &instance);
+        tracing::debug!(registry = %self.inner.config.name, service = %name, instance = %id, ?health, revision, "health set");
+        Ok(revision)
+    }
+
     /// Whether self-preservation is keeping lapsed instances of `service`.
     pub fn is_protected(&self, service: &ServiceName) -> bool {
         self.inner
@@ -433,6 +463,7 @@ impl MemoryRegistry {
         Discovered {
             revision: state.revision,
             instances,
+            stale: false,
         }
     }
 
@@ -606,6 +637,15 @@ impl Registry for MemoryRegistry {
         service: &'a ServiceName,
     ) -> BoxFuture<'a, Result<Discovered, RegistryError>> {
         Box::pin(async move { Ok(self.discover_now(service)) })
+    }
+
+    fn set_health<'a>(
+        &'a self,
+        service: &'a ServiceName,
+        id: &'a str,
+        health: HealthStatus,
+    ) -> BoxFuture<'a, Result<u64, RegistryError>> {
+        Box::pin(async move { self.set_health_now(service, id, health) })
     }
 
     fn watch<'a>(

@@ -114,6 +114,19 @@ pub trait Registry: Send + Sync {
         service: &'a ServiceName,
     ) -> BoxFuture<'a, Result<Discovered, RegistryError>>;
 
+    /// Sets the health status of instance `id` of `service` (what an
+    /// active health check found), returning the revision of the change.
+    /// Watchers see an [`Update`](EventKind::Update) when the status
+    /// changed; setting the status it already has changes nothing and
+    /// returns the instance's current revision. The lease is untouched.
+    /// An unknown instance is [`RegistryError::UnknownInstance`].
+    fn set_health<'a>(
+        &'a self,
+        service: &'a ServiceName,
+        id: &'a str,
+        health: HealthStatus,
+    ) -> BoxFuture<'a, Result<u64, RegistryError>>;
+
     /// Subscribes to `service`: see [`Watch`].
     fn watch<'a>(&'a self, service: &'a ServiceName)
     -> BoxFuture<'a, Result<Watch, RegistryError>>;
