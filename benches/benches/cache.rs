@@ -36,6 +36,9 @@ use rampart_cache::remote::{
 use rampart_cache::{CacheConfig, Handle};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::runtime::Runtime;
+
+mod common;
+use common::{config, note, now, runtime, timed_calls};
 use tower::{Layer, Service, ServiceExt, service_fn};
 use tower_resilience::cache::CacheLayer as TrCacheLayer;
 
@@ -69,26 +72,6 @@ const BLOOM_SEED: [u8; 32] = *b"rampart-benches raw bloom filter";
 const ABSENT_KEYS: usize = 1024;
 
 // === measuring ===
-
-/// Reads the wall clock. A benchmark measures real time; the workspace ban
-/// on `std::time::Instant` exists so that library code works under tokio's
-/// paused clock, which no benchmark uses.
-#[allow(
-    clippy::disallowed_types,
-    clippy::disallowed_methods,
-    reason = "benchmarks measure wall time"
-)]
-fn now() -> std::time::Instant {
-    std::time::Instant::now()
-}
-
-/// A current-thread runtime, as every benchmark uses.
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a current-thread runtime")
-}
 
 /// The value every cache in the `cache_hit` group holds under [`KEY`].
 fn value() -> Arc<str> {
@@ -143,20 +126,6 @@ fn bench_service<S>(
             })
         });
     });
-}
-
-/// Every group's settings, as in the `layers` bench.
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .sample_size(50)
-}
-
-/// Prints a note of the bench's own (setup, skip) to stderr.
-#[allow(clippy::print_stderr, reason = "the bench's own progress note")]
-fn note(message: &str) {
-    eprintln!("{message}");
 }
 
 // === group cache_hit ===
@@ -411,23 +380,6 @@ fn two_tier(
         ready(Ok::<_, Infallible>(remote_value()))
     }));
     (svc, handle)
-}
-
-/// Sums the time of each of `iters` calls alone, running `between` (not
-/// timed) after each one.
-async fn timed_calls<F: Future<Output = ()>>(
-    iters: u64,
-    mut call: impl AsyncFnMut(),
-    mut between: impl FnMut() -> F,
-) -> Duration {
-    let mut total = Duration::ZERO;
-    for _ in 0..iters {
-        let start = now();
-        call().await;
-        total += start.elapsed();
-        between().await;
-    }
-    total
 }
 
 /// Group `cache_remote`: a value read from a real Redis directly and

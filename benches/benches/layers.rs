@@ -41,6 +41,9 @@ use rampart_bulkhead::BulkheadConfig;
 use rampart_core::keyed::KeyedConfig;
 use rampart_retry::RetryConfig;
 use tokio::runtime::Runtime;
+
+mod common;
+use common::{config, now, runtime};
 use tower::buffer::Buffer;
 use tower::limit::ConcurrencyLimitLayer;
 use tower::timeout::TimeoutLayer;
@@ -105,26 +108,6 @@ fn noop()
 }
 
 // === measuring ===
-
-/// Reads the wall clock. A benchmark measures real time; the workspace ban
-/// on `std::time::Instant` exists so that library code works under tokio's
-/// paused clock, which no benchmark uses.
-#[allow(
-    clippy::disallowed_types,
-    clippy::disallowed_methods,
-    reason = "benchmarks measure wall time"
-)]
-fn now() -> std::time::Instant {
-    std::time::Instant::now()
-}
-
-/// A current-thread runtime, as every benchmark uses.
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a current-thread runtime")
-}
 
 /// One call: wait for readiness, call, await, and check the answer (a
 /// rejected call would measure the wrong path).
@@ -539,15 +522,6 @@ fn failsafe_breaker() -> Failsafe<impl Service<(), Response = (), Error = Infall
 }
 
 // === groups ===
-
-/// Every group's settings: modest, so that the whole run stays short on a
-/// small machine.
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .sample_size(50)
-}
 
 /// Group `breaker`: a fresh breaker of each kind.
 fn breaker(c: &mut Criterion) {
