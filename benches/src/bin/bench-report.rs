@@ -1,20 +1,22 @@
 //! Turns the estimates of `cargo bench -p rampart-benches --bench layers`
-//! (or, with `--cache`, `--bench cache`) into the markdown tables of
+//! (or, with `--cache`, `--bench cache`; with `--discovery`, `--bench
+//! discovery`) into the markdown tables of
 //! `docs/benchmarks.md`: nanoseconds per call, overhead over the bare
 //! service, the ratios the targets are stated in, and whether each target
 //! is met.
 //!
 //! ```text
-//! cargo run -p rampart-benches --bin bench-report [--cache] [CRITERION_DIR]
+//! cargo run -p rampart-benches --bin bench-report [--cache | --discovery] [CRITERION_DIR]
 //! ```
 //!
 //! `CRITERION_DIR` defaults to `$CARGO_TARGET_DIR/criterion`, or the
 //! workspace's `target/criterion`. Each figure is the mean point estimate
 //! of `<group>/<function>/new/estimates.json`. A missing file is an error
 //! (exit status 1) that names every file missing; a missed target is not.
-//! The one exception is the cache bench's `cache_remote` group, which the
-//! bench skips when Redis is unreachable: when none of its files exist the
-//! report says it was not measured.
+//! The exceptions are the parts that need a real server, which the bench
+//! skips when it is unreachable: the cache bench's `cache_remote` group
+//! (Redis) and the discovery bench's `etcd_*` functions (etcd). When none
+//! of a part's files exist the report says it was not measured.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -108,9 +110,47 @@ const CACHE_GROUPS: &[(&str, &[&str])] = &[
     ),
 ];
 
-/// Groups a bench may skip as a whole (it says why when it runs): the
-/// report marks them not measured instead of failing.
-const OPTIONAL_GROUPS: &[&str] = &["cache_remote"];
+/// The groups of `--bench discovery` (issue 5).
+const DISCOVERY_GROUPS: &[(&str, &[&str])] = &[
+    (
+        "registry",
+        &[
+            "memory_discover",
+            "mutex_map_discover",
+            "memory_register_heartbeat",
+            "etcd_discover",
+            "etcd_client_discover",
+        ],
+    ),
+    (
+        "config",
+        &[
+            "memory_get",
+            "rwlock_map_get",
+            "memory_watch_fanout_1000",
+            "tokio_watch_fanout_1000",
+            "etcd_put_to_watch_latency",
+            "etcd_client_put_to_watch_latency",
+        ],
+    ),
+];
+
+/// Parts a bench may skip as a whole, each the functions of a group whose
+/// ids start with a prefix (`""`: the whole group). The bench says why when
+/// it skips one; the report marks it not measured instead of failing.
+const OPTIONAL_PARTS: &[(&str, &str)] = &[
+    ("cache_remote", ""),
+    ("registry", "etcd_"),
+    ("config", "etcd_"),
+];
+
+/// The optional part `function` of `group` belongs to, if any.
+fn optional_part(group: &str, function: &str) -> Option<(&'static str, &'static str)> {
+    OPTIONAL_PARTS
+        .iter()
+        .copied()
+        .find(|&(g, prefix)| g == group && function.starts_with(prefix))
+}
 
 /// The largest aged ÷ fresh ratio still read as "the same cost": the run
 /// to run noise of a few-nanosecond figure on a shared machine.
@@ -137,6 +177,8 @@ enum Bench {
     Layers,
     /// `--bench cache`: [`CACHE_GROUPS`].
     Cache,
+    /// `--bench discovery`: [`DISCOVERY_GROUPS`].
+    Discovery,
 }
 
 impl Bench {
@@ -145,6 +187,7 @@ impl Bench {
         match self {
             Self::Layers => GROUPS,
             Self::Cache => CACHE_GROUPS,
+            Self::Discovery => DISCOVERY_GROUPS,
         }
     }
 
@@ -153,6 +196,7 @@ impl Bench {
         match self {
             Self::Layers => "layers",
             Self::Cache => "cache",
+            Self::Discovery => "discovery",
         }
     }
 
@@ -161,6 +205,7 @@ impl Bench {
         match self {
             Self::Layers => render(figures),
             Self::Cache => render_cache(figures),
+            Self::Discovery => render_discovery(figures),
         }
     }
 }
@@ -169,6 +214,8 @@ fn main() -> ExitCode {
     let mut args = std::env::args_os().skip(1).peekable();
     let bench = if args.next_if(|a| a == "--cache").is_some() {
         Bench::Cache
+    } else if args.next_if(|a| a == "--discovery").is_some() {
+        Bench::Discovery
     } else {
         Bench::Layers
     };
@@ -203,7 +250,7 @@ fn default_dir() -> PathBuf {
 }
 
 /// Reads every estimate of `bench`, or says which files are missing or
-/// unreadable. An [optional group](OPTIONAL_GROUPS) none of whose files
+/// unreadable. An [optional part](OPTIONAL_PARTS) none of whose files
 /// exist is left out of the figures.
 fn load(dir: &Path, bench: Bench) -> Result<Figures, String> {
     let mut figures = Figures::new();
@@ -218,10 +265,16 @@ fn load(dir: &Path, bench: Bench) -> Result<Figures, String> {
                     .join("estimates.json")
             })
             .collect();
-        if OPTIONAL_GROUPS.contains(&group) && !paths.iter().any(|p| p.exists()) {
-            continue;
-        }
         for (&function, path) in functions.iter().zip(&paths) {
+            let skipped = optional_part(group, function).is_some_and(|part| {
+                functions
+                    .iter()
+                    .zip(&paths)
+                    .all(|(&f, p)| optional_part(group, f) != Some(part) || !p.exists())
+            });
+            if skipped {
+                continue;
+            }
             match read_estimate(path) {
                 Ok(estimate) => {
                     figures.insert((group, function), estimate);
@@ -423,7 +476,7 @@ fn render(figures: &Figures) -> String {
 fn render_groups(out: &mut String, figures: &Figures, groups: &[(&'static str, &[&'static str])]) {
     for &(group, functions) in groups {
         let _ = writeln!(out, "### `{group}`\n");
-        if !figures.contains_key(&(group, functions[0])) {
+        if !functions.iter().any(|&f| figures.contains_key(&(group, f))) {
             let _ = writeln!(
                 out,
                 "Not measured: the bench skipped this group (it says why when it runs).\n"
@@ -444,7 +497,13 @@ fn render_groups(out: &mut String, figures: &Figures, groups: &[(&'static str, &
             let _ = writeln!(out, "|---|---:|---:|");
         }
         for &function in functions {
-            let e = figures[&(group, function)];
+            let Some(&e) = figures.get(&(group, function)) else {
+                let _ = writeln!(
+                    out,
+                    "| `{function}` | not measured (the bench skipped it) | |"
+                );
+                continue;
+            };
             let _ = write!(
                 out,
                 "| `{function}` | {:.2} | {:.2} – {:.2} |",
@@ -520,6 +579,53 @@ fn render_cache(figures: &Figures) -> String {
             ratio(
                 ns("cache_remote", "rampart_two_tier_local_hit"),
                 ns("cache_hit", "rampart_local_hit"),
+            ),
+        ),
+    ];
+    render_informational(&mut out, &informational);
+    out
+}
+
+/// The report of the `discovery` bench (issue 5). The issue sets no
+/// targets: each rampart function is set beside the primitive a
+/// hand-written registry or config store would use.
+fn render_discovery(figures: &Figures) -> String {
+    let ns = |group: &'static str, function: &'static str| {
+        figures.get(&(group, function)).map(|e| e.mean)
+    };
+    let ratio = |group, a, b| match (ns(group, a), ns(group, b)) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    };
+    let mut out = String::new();
+    render_groups(&mut out, figures, DISCOVERY_GROUPS);
+    let informational = [
+        (
+            "`memory_discover` ÷ `mutex_map_discover`",
+            ratio("registry", "memory_discover", "mutex_map_discover"),
+        ),
+        (
+            "`etcd_discover` ÷ `etcd_client_discover`",
+            ratio("registry", "etcd_discover", "etcd_client_discover"),
+        ),
+        (
+            "`memory_get` ÷ `rwlock_map_get`",
+            ratio("config", "memory_get", "rwlock_map_get"),
+        ),
+        (
+            "`memory_watch_fanout_1000` ÷ `tokio_watch_fanout_1000`",
+            ratio(
+                "config",
+                "memory_watch_fanout_1000",
+                "tokio_watch_fanout_1000",
+            ),
+        ),
+        (
+            "`etcd_put_to_watch_latency` ÷ `etcd_client_put_to_watch_latency`",
+            ratio(
+                "config",
+                "etcd_put_to_watch_latency",
+                "etcd_client_put_to_watch_latency",
             ),
         ),
     ];
@@ -622,7 +728,7 @@ mod tests {
         assert!(!err.contains("cache_remote"), "{err}");
         let required: usize = CACHE_GROUPS
             .iter()
-            .filter(|(group, _)| !OPTIONAL_GROUPS.contains(group))
+            .filter(|(group, _)| optional_part(group, "").is_none())
             .map(|(_, functions)| functions.len())
             .sum();
         assert!(
@@ -632,7 +738,7 @@ mod tests {
 
         // Every required group present: the report loads.
         for &(group, functions) in CACHE_GROUPS {
-            if !OPTIONAL_GROUPS.contains(&group) {
+            if optional_part(group, "").is_none() {
                 for function in functions {
                     write_estimate(&dir, group, function, 10.0);
                 }
@@ -654,6 +760,58 @@ mod tests {
             "{err}"
         );
         assert!(err.contains("2 of the bench's estimates"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_discovery_report_may_lack_etcd_but_not_a_memory_figure() {
+        let dir = empty_dir("discovery");
+        let err = load(&dir, Bench::Discovery).unwrap_err();
+        assert!(
+            err.contains("config/memory_watch_fanout_1000/new/estimates.json"),
+            "{err}"
+        );
+        assert!(!err.contains("etcd_"), "{err}");
+        assert!(err.contains("7 of the bench's estimates"), "{err}");
+        for &(group, functions) in DISCOVERY_GROUPS {
+            for function in functions.iter().filter(|f| !f.starts_with("etcd_")) {
+                write_estimate(&dir, group, function, 100.0);
+            }
+        }
+        let report = render_discovery(&load(&dir, Bench::Discovery).unwrap());
+        assert!(
+            report.contains("| `etcd_discover` | not measured (the bench skipped it) | |"),
+            "{report}"
+        );
+        assert!(
+            report.contains("| `memory_get` ÷ `rwlock_map_get` | 1.000 |"),
+            "{report}"
+        );
+        assert!(
+            report.contains("| `etcd_discover` ÷ `etcd_client_discover` | n/a |"),
+            "{report}"
+        );
+        // one etcd figure of a group present: the rest of its part is missing
+        write_estimate(&dir, "config", "etcd_put_to_watch_latency", 900_000.0);
+        let err = load(&dir, Bench::Discovery).unwrap_err();
+        assert!(
+            err.contains("config/etcd_client_put_to_watch_latency/new/estimates.json"),
+            "{err}"
+        );
+        assert!(err.contains("1 of the bench's estimates"), "{err}");
+        write_estimate(
+            &dir,
+            "config",
+            "etcd_client_put_to_watch_latency",
+            450_000.0,
+        );
+        let report = render_discovery(&load(&dir, Bench::Discovery).unwrap());
+        assert!(
+            report.contains(
+                "| `etcd_put_to_watch_latency` ÷ `etcd_client_put_to_watch_latency` | 2.000 |"
+            ),
+            "{report}"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 
