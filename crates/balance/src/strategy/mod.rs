@@ -1,0 +1,59 @@
+//! Load-balancing strategies: how one endpoint is picked for a request.
+//!
+//! A [`Strategy`] sees the balancer's endpoint table as [`Endpoint`] views,
+//! each in a stable *slot* (an index that an endpoint keeps for as long as
+//! it is in the set; a removed endpoint's slot may be reused by a later
+//! one). The balancer calls [`Strategy::update`] whenever the set or a
+//! weight changes, and [`Strategy::pick`] for every request with the slots
+//! that may take it now ([`Pick::routable`]: ready, not ejected; every slot
+//! under a panic threshold). A strategy returns one of those slots, or
+//! `None` only when `routable` is empty or it cannot pick (a hash strategy
+//! whose request has no key and no fallback).
+//!
+//! Randomness comes from the [`Pick::rng`] the balancer owns, seeded from
+//! its configuration, so a test that fixes the seed repeats exactly.
+
+use rampart_core::random::SharedRng;
+
+/// What a strategy knows of one endpoint of the table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Endpoint<'a> {
+    /// The endpoint's id (the discovery key).
+    pub id: &'a str,
+    /// The configured weight, at least 1 (the balancer turns a weight of 0
+    /// into 1 and says so; weights are never 0 here).
+    pub weight: u32,
+    /// The weight to balance by now: `weight` scaled by slow start, in
+    /// `(0, weight]`.
+    pub effective_weight: f64,
+    /// Requests sent to it and not yet answered.
+    pub pending: u32,
+    /// Its peak-EWMA cost (latency estimate in nanoseconds, failure
+    /// penalties included, scaled by `pending + 1`); 0 before any answer.
+    pub cost: f64,
+}
+
+/// One request's pick.
+#[derive(Debug)]
+pub struct Pick<'a, 'e> {
+    /// Every slot of the table; `None` for a free slot.
+    pub endpoints: &'a [Option<Endpoint<'e>>],
+    /// The slots that may take this request, in ascending order; never
+    /// free slots.
+    pub routable: &'a [usize],
+    /// The request's hash key, when the balancer's key extractor found one.
+    pub hash: Option<u64>,
+    /// The balancer's random number generator.
+    pub rng: &'a SharedRng,
+}
+
+/// A load-balancing algorithm. See the [module docs](self).
+pub trait Strategy: Send + std::fmt::Debug {
+    /// The endpoint table changed (an endpoint was added, removed, or its
+    /// weight or effective weight changed). `endpoints` is the whole table
+    /// by slot. Called once before the first pick.
+    fn update(&mut self, endpoints: &[Option<Endpoint<'_>>]);
+
+    /// Picks one of `pick.routable`, or `None` (see the module docs).
+    fn pick(&mut self, pick: &Pick<'_, '_>) -> Option<usize>;
+}
