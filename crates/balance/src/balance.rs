@@ -1,7 +1,7 @@
 //! [`Balance`]: a `Service` that spreads requests over a changing set of
 //! endpoints.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::future::{Future, poll_fn};
 use std::hash::Hash;
@@ -10,10 +10,13 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use metrics::{Counter, Gauge};
 use pin_project_lite::pin_project;
 use rampart_core::BoxError;
 use rampart_core::classify::{Classify, Outcome, ResultClassifier};
 use rampart_core::clock::{Origin, nanos};
+use rampart_core::metric_name;
+use rampart_core::metrics::{InstanceLabels, labels};
 use rampart_core::random::{SharedRng, fresh_seed};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
@@ -23,7 +26,7 @@ use tower_service::Service;
 
 use crate::config::BalanceConfig;
 use crate::error::{DiscoverError, NoEndpoints, NoReadyEndpoint};
-use crate::ewma::EndpointLoad;
+use crate::handle::{BalanceHandle, EndpointEntry, EndpointStats};
 use crate::strategy::{Endpoint, Loads, Pick, Strategy};
 
 /// A request's hash key, for the hash strategies.
@@ -67,14 +70,20 @@ where
     timer: Option<Pin<Box<Sleep>>>,
 }
 
-/// State the balancer shares with its response futures.
+/// State the balancer shares with its response futures and handles.
 #[derive(Debug)]
-struct Shared {
-    origin: Origin,
-    decay_ns: f64,
+pub(crate) struct Shared {
+    pub(crate) origin: Origin,
+    pub(crate) decay_ns: f64,
     penalty_ns: f64,
     /// Answers not yet applied to the endpoints' health.
     reports: Mutex<Vec<Report>>,
+    /// What a [`BalanceHandle`] reports, by endpoint id; updated on every
+    /// change of the set, a weight or a health state (not per call).
+    pub(crate) table: Mutex<BTreeMap<Arc<str>, EndpointEntry>>,
+    labels: InstanceLabels,
+    endpoints_gauge: Gauge,
+    unavailable: [Counter; 2],
 }
 
 /// One answer, as the balancer learns of it.
@@ -91,7 +100,7 @@ struct Slot<K, S> {
     generation: u64,
     weight: u32,
     service: ServiceState<S>,
-    load: Arc<EndpointLoad>,
+    stats: Arc<EndpointStats>,
     /// Out of rotation until then (nanoseconds of the origin), after an
     /// answer with `Retry-After`.
     backoff_until: u64,
@@ -123,6 +132,14 @@ impl<K, S> Drop for Slot<K, S> {
     }
 }
 
+impl Shared {
+    pub(crate) fn lock_table(
+        &self,
+    ) -> std::sync::MutexGuard<'_, BTreeMap<Arc<str>, EndpointEntry>> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 // === impl Balance ===
 
 impl<D, Req> Balance<D, Req, ResultClassifier>
@@ -146,6 +163,13 @@ where
         config.validate()?;
         let (driven_tx, driven_rx) = mpsc::unbounded_channel();
         let seed = config.seed.unwrap_or_else(fresh_seed);
+        let labels = InstanceLabels::new(config.name.clone());
+        let unavailable = |reason: &'static str| {
+            metrics::counter!(
+                metric_name!("balance", "unavailable_total"),
+                labels.with(labels::REASON, reason)
+            )
+        };
         Ok(Self {
             discover,
             discover_ended: false,
@@ -158,6 +182,13 @@ where
                 decay_ns: nanos(config.decay) as f64,
                 penalty_ns: nanos(config.failure_penalty) as f64,
                 reports: Mutex::new(Vec::new()),
+                table: Mutex::new(BTreeMap::new()),
+                endpoints_gauge: metrics::gauge!(
+                    metric_name!("balance", "endpoints"),
+                    labels.to_vec()
+                ),
+                unavailable: [unavailable("no_endpoints"), unavailable("none_ready")],
+                labels,
             }),
             config,
             slots: Vec::new(),
@@ -233,6 +264,11 @@ where
         self
     }
 
+    /// A handle to read the endpoints' state from elsewhere.
+    pub fn handle(&self) -> BalanceHandle {
+        BalanceHandle::new(self.shared.clone())
+    }
+
     /// Endpoints in the set.
     pub fn len(&self) -> usize {
         self.by_key.len()
@@ -260,6 +296,10 @@ where
                 if let Some(view) = &mut self.views[slot] {
                     view.weight = weight;
                     view.effective_weight = f64::from(weight);
+                    if let Some(e) = self.shared.lock_table().get_mut(&view.id) {
+                        e.weight = weight;
+                        e.effective_weight = f64::from(weight);
+                    }
                 }
                 self.table_changed = true;
             }
@@ -274,24 +314,30 @@ where
             self.views.push(None);
             self.slots.len() - 1
         });
-        let now = self.shared.origin.nanos();
+        let stats = Arc::new(EndpointStats::new(
+            &self.shared.labels,
+            &id,
+            nanos(self.config.default_rtt) as f64,
+            self.shared.origin.nanos(),
+        ));
         self.slots[slot] = Some(Slot {
             key: key.clone(),
             generation,
             weight,
             service: ServiceState::Unpolled(service),
-            load: Arc::new(EndpointLoad::new(
-                nanos(self.config.default_rtt) as f64,
-                now,
-            )),
+            stats: stats.clone(),
             backoff_until: 0,
         });
+        self.shared
+            .lock_table()
+            .insert(id.clone(), EndpointEntry::new(stats, weight));
         self.views[slot] = Some(Endpoint {
             id,
             weight,
             effective_weight: f64::from(weight),
         });
         self.by_key.insert(key.clone(), slot);
+        self.shared.endpoints_gauge.set(self.by_key.len() as f64);
         self.unpolled.push(slot);
         self.table_changed = true;
         self.routable_dirty = true;
@@ -305,7 +351,10 @@ where
         // Dropping the slot aborts its driver; requests in flight keep
         // their own future and finish normally.
         self.slots[slot] = None;
-        self.views[slot] = None;
+        if let Some(view) = self.views[slot].take() {
+            self.shared.lock_table().remove(&view.id);
+        }
+        self.shared.endpoints_gauge.set(self.by_key.len() as f64);
         self.unpolled.retain(|&s| s != slot);
         self.free.push(slot);
         self.table_changed = true;
@@ -377,6 +426,11 @@ where
             if let Some(after) = report.retry_after {
                 let until = now.saturating_add(nanos(after.min(self.config.max_retry_after)));
                 entry.backoff_until = entry.backoff_until.max(until);
+                if let Some(view) = &self.views[report.slot]
+                    && let Some(e) = self.shared.lock_table().get_mut(&view.id)
+                {
+                    e.backoff_until = entry.backoff_until;
+                }
                 self.next_backoff_end = Some(self.next_backoff_end.map_or(until, |t| t.min(until)));
                 self.routable_dirty = true;
             }
@@ -502,6 +556,7 @@ where
         };
         if waited >= self.config.max_wait {
             let err = fail();
+            self.shared.unavailable[usize::from(!self.by_key.is_empty())].increment(1);
             self.reset_timer();
             return Poll::Ready(Err(err));
         }
@@ -559,11 +614,11 @@ where
         if let Ok(i) = self.routable.binary_search(&slot) {
             self.routable.remove(i);
         }
-        entry.load.start();
+        entry.stats.start();
         ResponseFuture::called(
             fut,
             InFlight {
-                load: entry.load.clone(),
+                stats: entry.stats.clone(),
                 shared: self.shared.clone(),
                 slot,
                 generation: entry.generation,
@@ -626,14 +681,16 @@ impl<K, S> Loads for SlotLoads<'_, K, S> {
         self.slots
             .get(slot)
             .and_then(Option::as_ref)
-            .map_or(0, |e| e.load.pending())
+            .map_or(0, |e| e.stats.load.pending())
     }
 
     fn cost(&self, slot: usize) -> f64 {
         self.slots
             .get(slot)
             .and_then(Option::as_ref)
-            .map_or(f64::INFINITY, |e| e.load.cost(self.now, self.decay_ns))
+            .map_or(f64::INFINITY, |e| {
+                e.stats.load.cost(self.now, self.decay_ns)
+            })
     }
 }
 
@@ -643,7 +700,7 @@ impl<K, S> Loads for SlotLoads<'_, K, S> {
 /// the answer (or the future is dropped).
 #[derive(Debug)]
 struct InFlight {
-    load: Arc<EndpointLoad>,
+    stats: Arc<EndpointStats>,
     shared: Arc<Shared>,
     slot: usize,
     generation: u64,
@@ -659,7 +716,7 @@ impl InFlight {
             rtt = rtt.max(self.shared.penalty_ns);
         }
         if outcome != Outcome::Ignored {
-            self.load.observe(rtt, now, self.shared.decay_ns);
+            self.stats.load.observe(rtt, now, self.shared.decay_ns);
         }
         self.shared
             .reports
@@ -671,7 +728,7 @@ impl InFlight {
                 outcome,
                 retry_after,
             });
-        self.load.finish();
+        self.stats.finish(Some(outcome));
         self.done = true;
     }
 }
@@ -679,7 +736,7 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         if !self.done {
-            self.load.finish();
+            self.stats.finish(None);
         }
     }
 }

@@ -6,10 +6,12 @@ mod balance;
 mod config;
 pub mod error;
 mod ewma;
+mod handle;
 pub mod strategy;
 mod weighted;
 
 pub use balance::{Balance, ResponseFuture};
 pub use config::BalanceConfig;
 pub use error::{DiscoverError, NoEndpoints, NoReadyEndpoint};
+pub use handle::{BalanceHandle, EndpointStatus};
 pub use weighted::Weighted;

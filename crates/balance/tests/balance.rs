@@ -315,3 +315,67 @@ async fn a_discovery_error_is_typed() {
         .expect("DiscoverError");
     assert!(discover.to_string().contains("registry down"), "{discover}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_handle_and_metrics_follow_each_endpoint() {
+    use rampart_core::testing::TestRecorder;
+    let recorder = TestRecorder::default();
+    let (feed, discover) = changes::<_, Infallible>();
+    let classify = classify_fn(|r: &Result<&'static str, Infallible>| match r {
+        Ok("busy") => Decision::failure().with_retry(RetryHint::After(Duration::from_secs(5))),
+        _ => Decision::success(),
+    });
+    let config = BalanceConfig::new()
+        .name("orders")
+        .default_rtt(Duration::from_millis(20));
+    let mut balance = metrics::with_local_recorder(&recorder, || {
+        Balance::with_config(discover, Lowest::default(), config)
+            .unwrap()
+            .classify(classify)
+    });
+    let handle = balance.handle();
+    insert(&feed, "a", echo("busy"));
+    insert(&feed, "b", echo("b"));
+    // endpoints are added (and their metrics registered) on a poll
+    metrics::with_local_recorder(&recorder, || {
+        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+        assert!(matches!(balance.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+    });
+    let a = [("name", "orders"), ("key", "a")];
+    let b = [("name", "orders"), ("key", "b")];
+    assert_eq!(
+        recorder
+            .get("rampart_balance_endpoints", &[("name", "orders")])
+            .gauge(),
+        2.0
+    );
+    let call = balance.call(());
+    assert_eq!(recorder.get("rampart_balance_pending", &a).gauge(), 1.0);
+    assert_eq!(handle.endpoints()[0].pending, 1);
+    assert_eq!(call.await.unwrap(), "busy");
+    assert_eq!(recorder.get("rampart_balance_pending", &a).gauge(), 0.0);
+    let failures = [("name", "orders"), ("key", "a"), ("outcome", "failure")];
+    assert_eq!(
+        recorder
+            .get("rampart_balance_requests_total", &failures)
+            .counter(),
+        1
+    );
+    assert_eq!(balance.ready().await.unwrap().call(()).await.unwrap(), "b");
+    let successes = [("name", "orders"), ("key", "b"), ("outcome", "success")];
+    assert_eq!(
+        recorder
+            .get("rampart_balance_requests_total", &successes)
+            .counter(),
+        1
+    );
+    let status = handle.endpoints();
+    assert_eq!(
+        status.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
+        ["a", "b"]
+    );
+    assert_eq!(status[0].backing_off_for, Some(Duration::from_secs(5)));
+    assert_eq!(status[1].backing_off_for, None);
+    assert_eq!(status[1].latency, Duration::from_millis(20));
+    assert_eq!(recorder.get("rampart_balance_pending", &b).gauge(), 0.0);
+}
