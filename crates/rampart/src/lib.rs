@@ -16,6 +16,7 @@
 //! | `retry` | `rampart-retry` | retries with backoff and jitter, `Retry-After`, per-try timeouts, deadlines (propagated), retry budgets, hedged requests, replay of streaming HTTP bodies |
 //! | `backpressure` | `rampart-backpressure` | bounded queue (global or per key) with CoDel and early shedding, GCRA rate limiting (global and per key), adaptive concurrency limit (AIMD, Vegas, Gradient2) |
 //! | `discovery` | `rampart-discovery` | service registry (memory) with leases, self-preservation and a `tower::discover` adapter; config center (memory, file) with versions, watches, typed values, gray release |
+//! | `balance` | `rampart-balance` | a balancer following a `Discover` stream: round robin, smooth weighted round robin, weighted random, least request, p2c on pending or peak-EWMA, ring hash and Maglev (with bounded load); outlier ejection, panic threshold, slow start; `Retry-After` back-off |
 //! | `cache` | `rampart-cache` | local tier on moka, Redis tier with near-cache invalidation, single-flight loads, stale-while-revalidate, bloom filter and negative cache, HTTP adapter |
 //!
 //! A stack: a bulkhead bounds how many calls wait on a dependency, and a
@@ -59,6 +60,8 @@ pub use rampart_cache as cache;
 
 #[cfg(feature = "discovery")]
 pub use rampart_discovery as discovery;
+#[cfg(feature = "balance")]
+pub use rampart_balance as balance;
 
 /// The README's examples, compiled and run as doctests so the README
 /// cannot drift from the code.
