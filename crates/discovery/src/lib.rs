@@ -42,4 +42,6 @@
 //! sidecar helper.
 
 pub mod config;
+#[cfg(feature = "etcd")]
+mod etcd;
 pub mod registry;

@@ -88,6 +88,8 @@
 //! ```
 
 mod error;
+#[cfg(feature = "etcd")]
+mod etcd;
 mod file;
 mod gray;
 mod memory;
@@ -96,6 +98,8 @@ mod typed;
 mod types;
 
 pub use error::{ConfigStoreError, Conflict};
+#[cfg(feature = "etcd")]
+pub use etcd::{EtcdConfigStore, EtcdConfigStoreConfig};
 pub use file::FileConfigStore;
 pub use gray::{
     GRAY_PREFIX, Gray, InstanceInfo, Selector, clear_gray, get_for, get_gray, gray_key,

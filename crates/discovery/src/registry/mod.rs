@@ -65,10 +65,14 @@ pub use instance::{
     DEFAULT_GROUP, DEFAULT_NAMESPACE, HealthStatus, Instance, InstanceError, ServiceName,
 };
 mod discover;
+#[cfg(feature = "etcd")]
+mod etcd;
 mod event;
 mod memory;
 
 pub use discover::{DiscoverChanges, discover};
+#[cfg(feature = "etcd")]
+pub use etcd::{EtcdRegistry, EtcdRegistryConfig, STALE, STALE_TOTAL};
 pub use event::{Discovered, Event, EventKind, LeaseId, RegistryError, Watch};
 pub use memory::{
     EXPIRED_TOTAL, MemoryRegistry, MemoryRegistryConfig, PROTECTED, PROTECTION_KEPT_TOTAL,
