@@ -20,9 +20,10 @@
 //!   [`ConfigStoreError::InvalidPattern`]): a [`WatchStream`] of every
 //!   [`Change`] made after the call, each exactly once, in version order.
 //!
-//! Backends: [`MemoryConfigStore`] (embedded, the default) and
+//! Backends: [`MemoryConfigStore`] (embedded, the default),
 //! [`FileConfigStore`] (one JSON file rewritten atomically on every write,
-//! reopened with its history). Both are usable as `Arc<dyn ConfigStore>`.
+//! reopened with its history), and `EtcdConfigStore` (feature `etcd`:
+//! versions are etcd revisions). All are usable as `Arc<dyn ConfigStore>`.
 //!
 //! [`watch_typed`] turns a key into a `tokio::sync::watch::Receiver<Arc<T>>`:
 //! each new value is decoded (JSON or TOML, see [`Format`]); a value that

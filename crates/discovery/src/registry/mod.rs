@@ -21,6 +21,9 @@
 //!   tokio clock with no polling loop, and its self-preservation
 //!   ([`MemoryRegistryConfig::protection_threshold`]) keeps instances whose
 //!   leases run out en masse instead of emptying the service.
+//! - `EtcdRegistry` (feature `etcd`) keeps instances in etcd, one lease
+//!   per registration, and serves the last known instances, flagged stale,
+//!   while etcd is unreachable.
 //! - [`discover()`] turns a watch into a [`tower::discover::Discover`]
 //!   stream ([`DiscoverChanges`]) keyed by instance id, with each
 //!   endpoint's service made by a closure, for `tower::balance`.
