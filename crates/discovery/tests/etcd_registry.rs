@@ -261,3 +261,93 @@ async fn watch_resumes_across_an_etcd_restart_and_discovery_serves_stale() {
         ]
     );
 }
+
+/// The watch is away while etcd compacts past its revision: on return it
+/// re-reads the service and delivers the difference once (an update, an
+/// insert, a removal), then watches on.
+#[tokio::test]
+async fn watch_resynchronises_after_compaction() {
+    let mut etcd = OwnEtcd::start("compaction").await;
+    let registry = EtcdRegistryConfig::new()
+        .endpoints([etcd.endpoint()])
+        .request_timeout(Duration::from_millis(500))
+        .backoff_min(Duration::from_secs(2))
+        .backoff_max(Duration::from_secs(2))
+        .build()
+        .await
+        .unwrap();
+    let orders = name("orders");
+    let ttl = Duration::from_secs(3600);
+    let a = registry
+        .register(instance("orders", "a"), ttl)
+        .await
+        .unwrap();
+    registry
+        .register(instance("orders", "b"), ttl)
+        .await
+        .unwrap();
+    let mut watch = registry.watch(&orders).await.unwrap();
+    let mut events = take(&mut watch, 2).await;
+    etcd.kill();
+    etcd.restart().await;
+    // before the watch's next attempt (2 s backoff): change, then compact
+    registry.deregister(a).await.unwrap();
+    registry
+        .register(instance("orders", "b").with_weight(3), ttl)
+        .await
+        .unwrap();
+    registry
+        .register(instance("orders", "c"), ttl)
+        .await
+        .unwrap();
+    let mut client = registry.client().clone();
+    let now = client
+        .get("x", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    client.compact(now, None).await.unwrap();
+    let resynced = take(&mut watch, 3).await;
+    let seen: Vec<_> = resynced.iter().map(|e| (e.kind, e.instance.id())).collect();
+    assert_eq!(
+        seen,
+        [
+            (EventKind::Update, "b"),
+            (EventKind::Insert, "c"),
+            (EventKind::Remove, "a")
+        ]
+    );
+    assert_eq!(
+        resynced[2].revision, now as u64,
+        "a compacted deletion: the read's revision"
+    );
+    // and it watches on from there
+    registry
+        .register(instance("orders", "d"), ttl)
+        .await
+        .unwrap();
+    let after = take(&mut watch, 1).await;
+    assert_eq!(
+        (after[0].kind, after[0].instance.id()),
+        (EventKind::Insert, "d")
+    );
+    assert_quiet(&mut watch).await;
+    events.extend(resynced);
+    events.extend(after);
+    let final_state = registry.discover(&orders).await.unwrap();
+    let mut state = BTreeMap::new();
+    for e in &events {
+        match e.kind {
+            EventKind::Remove => state.remove(e.instance.id()),
+            _ => state.insert(e.instance.id().to_owned(), e.instance.clone()),
+        };
+    }
+    let expected: BTreeMap<_, _> = final_state
+        .instances
+        .iter()
+        .map(|i| (i.id().to_owned(), i.clone()))
+        .collect();
+    assert_eq!(state, expected);
+}
