@@ -34,12 +34,17 @@
 //!
 //! | part | module | backends here |
 //! |---|---|---|
-//! | registry: `Instance`, `Registry` (register with TTL, heartbeat, deregister, discover, watch), self-preservation, `tower::discover` adapter | [`registry`] | [`registry::MemoryRegistry`] |
-//! | config center: `ConfigStore` (get, put, compare-and-put, delete, history, rollback, watch by prefix or regex), typed watches, gray release | [`config`] | [`config::MemoryConfigStore`], [`config::FileConfigStore`] |
+//! | registry: `Instance`, `Registry` (register with TTL, heartbeat, deregister, discover, watch), self-preservation, `tower::discover` adapter | [`registry`] | [`registry::MemoryRegistry`]; `EtcdRegistry` (feature `etcd`) |
+//! | config center: `ConfigStore` (get, put, compare-and-put, delete, history, rollback, watch by prefix or regex), typed watches, gray release | [`config`] | [`config::MemoryConfigStore`], [`config::FileConfigStore`]; `EtcdConfigStore` (feature `etcd`) |
 //!
-//! Not built yet (see `docs/discovery.md`): the etcd, DNS and static/file
-//! registry backends, the etcd config store, active health checks and the
-//! sidecar helper.
+//! The etcd backends (feature `etcd`) keep serving the last known
+//! instances, flagged stale, while etcd is unreachable, and their watches
+//! resume from the last revision seen (see `docs/discovery.md`, "etcd").
+//!
+//! Not built yet: the DNS and static/file registry backends, active health
+//! checks and the sidecar helper.
 
 pub mod config;
+#[cfg(feature = "etcd")]
+mod etcd;
 pub mod registry;

@@ -1,10 +1,9 @@
-//! The config store contract, on the memory backend.
+//! The config store contract on the memory backend: its exact revisions,
+//! and the shared suite (tests/common/config_suite.rs).
 
 use std::sync::Arc;
 
-use rampart_discovery::config::{
-    ChangeKind, ConfigStore, ConfigStoreError, MemoryConfigStore, StoreOptions,
-};
+use rampart_discovery::config::{ConfigStore, ConfigStoreError, MemoryConfigStore, StoreOptions};
 
 fn store() -> Arc<dyn ConfigStore> {
     Arc::new(MemoryConfigStore::new())
@@ -34,43 +33,6 @@ async fn empty_key_is_refused() {
         matches!(err, ConfigStoreError::InvalidKey { .. }),
         "{err:?}"
     );
-}
-
-#[tokio::test]
-async fn compare_and_put_conflict_returns_current_version() {
-    let s = store();
-    // 0 = must not exist.
-    let v1 = s.compare_and_put("k", "a".into(), 0).await.unwrap();
-    match s.compare_and_put("k", "b".into(), 0).await {
-        Err(ConfigStoreError::Conflict(c)) => {
-            assert_eq!((c.key.as_str(), c.expected, c.current), ("k", 0, Some(v1)));
-        }
-        other => panic!("expected a conflict, got {other:?}"),
-    }
-    let v2 = s.compare_and_put("k", "b".into(), v1).await.unwrap();
-    match s.compare_and_put("k", "c".into(), v1).await {
-        Err(ConfigStoreError::Conflict(c)) => assert_eq!(c.current, Some(v2)),
-        other => panic!("expected a conflict, got {other:?}"),
-    }
-    assert_eq!(s.get("k").await.unwrap().unwrap().as_str(), Some("b"));
-    // A missing key conflicts with any non-zero expectation, reporting None.
-    match s.compare_and_put("other", "x".into(), 7).await {
-        Err(ConfigStoreError::Conflict(c)) => assert_eq!(c.current, None),
-        other => panic!("expected a conflict, got {other:?}"),
-    }
-}
-
-#[tokio::test]
-async fn delete_then_create_again() {
-    let s = store();
-    assert_eq!(s.delete("k").await.unwrap(), None, "nothing to delete");
-    let v1 = s.put("k", "a".into()).await.unwrap();
-    let d = s.delete("k").await.unwrap().unwrap();
-    assert!(d > v1);
-    assert_eq!(s.get("k").await.unwrap(), None);
-    // Deleted = does not exist, for compare-and-put.
-    let v3 = s.compare_and_put("k", "b".into(), 0).await.unwrap();
-    assert!(v3 > d);
 }
 
 #[tokio::test]
@@ -122,83 +84,6 @@ fn options_load_from_toml_and_refuse_unknown_fields() {
 }
 
 #[tokio::test]
-async fn rollback_restores_content_as_a_new_version() {
-    let s = store();
-    let v1 = s.put("k", "good".into()).await.unwrap();
-    let v2 = s.put("k", "bad".into()).await.unwrap();
-    let mut w = s.watch("k").await.unwrap();
-    let v3 = s.rollback("k", v1).await.unwrap();
-    assert!(v3 > v2, "a rollback is a new version");
-    let now = s.get("k").await.unwrap().unwrap();
-    assert_eq!((now.as_str(), now.version), (Some("good"), v3));
-    let history: Vec<_> = s
-        .history("k")
-        .await
-        .unwrap()
-        .iter()
-        .map(|v| v.version)
-        .collect();
-    assert_eq!(history, vec![v1, v2, v3]);
-    let change = w.next().await.unwrap();
-    assert_eq!((change.kind, change.version), (ChangeKind::Put, v3));
-    assert_eq!(change.value.as_deref(), Some(&b"good"[..]));
-    // Rolling back a deleted key brings it back.
-    s.delete("k").await.unwrap();
-    s.rollback("k", v2).await.unwrap();
-    assert_eq!(s.get("k").await.unwrap().unwrap().as_str(), Some("bad"));
-}
-
-#[tokio::test]
-async fn watch_by_prefix_sees_puts_and_deletes_after_the_call() {
-    let s = store();
-    s.put("app/a", "before".into()).await.unwrap();
-    let mut w = s.watch("app/").await.unwrap();
-    let v1 = s.put("app/a", "1".into()).await.unwrap();
-    s.put("other/a", "x".into()).await.unwrap();
-    let v2 = s.delete("app/a").await.unwrap().unwrap();
-    let c1 = w.next().await.unwrap();
-    assert_eq!(
-        (c1.key.as_str(), c1.version, c1.kind),
-        ("app/a", v1, ChangeKind::Put)
-    );
-    let c2 = w.next().await.unwrap();
-    assert_eq!(
-        (c2.version, c2.kind, c2.value),
-        (v2, ChangeKind::Delete, None)
-    );
-    assert!(
-        w.try_next().is_none(),
-        "other/ is not under app/, and nothing repeats"
-    );
-}
-
-#[tokio::test]
-async fn watch_pattern_filters_and_invalid_regex_is_a_typed_error() {
-    let s = store();
-    let mut w = s.watch_pattern(r"^svc/[a-z]+/limits$").await.unwrap();
-    s.put("svc/api/limits", "1".into()).await.unwrap();
-    s.put("svc/api/limits/extra", "2".into()).await.unwrap();
-    s.put("svc/API/limits", "3".into()).await.unwrap();
-    s.put("svc/web/limits", "4".into()).await.unwrap();
-    let keys: Vec<_> = [w.next().await.unwrap(), w.next().await.unwrap()]
-        .into_iter()
-        .map(|c| c.key)
-        .collect();
-    assert_eq!(keys, ["svc/api/limits", "svc/web/limits"]);
-    assert!(w.try_next().is_none());
-
-    let err = s.watch_pattern("svc/(unclosed").await.unwrap_err();
-    match &err {
-        ConfigStoreError::InvalidPattern { pattern, .. } => assert_eq!(pattern, "svc/(unclosed"),
-        other => panic!("{other:?}"),
-    }
-    assert!(
-        std::error::Error::source(&err).is_some(),
-        "the regex error is the source"
-    );
-}
-
-#[tokio::test]
 async fn dropped_watchers_are_forgotten_and_stream_ends_with_the_store() {
     let s = store();
     let w1 = s.watch("").await.unwrap();
@@ -213,44 +98,48 @@ async fn dropped_watchers_are_forgotten_and_stream_ends_with_the_store() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn watch_delivers_every_change_exactly_once_in_order_under_concurrent_writers() {
-    const WRITERS: usize = 8;
-    const WRITES: usize = 200;
-    let s = store();
-    let mut watchers = Vec::new();
-    for _ in 0..3 {
-        watchers.push(s.watch("").await.unwrap());
+// === the shared contract (tests/common/config_suite.rs), on memory ===
+
+mod common;
+
+mod conformance {
+    use super::common::config_suite as suite;
+    use super::*;
+
+    #[tokio::test]
+    async fn compare_and_put() {
+        suite::compare_and_put_conflict_returns_current_version(store()).await;
     }
-    let mut tasks = Vec::new();
-    for w in 0..WRITERS {
-        let s = s.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut versions = Vec::new();
-            for i in 0..WRITES {
-                let key = format!("w{w}/k{}", i % 5);
-                let v = if i % 7 == 6 {
-                    s.delete(&key).await.unwrap()
-                } else {
-                    Some(s.put(&key, format!("{i}").into()).await.unwrap())
-                };
-                versions.extend(v);
-            }
-            versions
-        }));
+
+    #[tokio::test]
+    async fn delete() {
+        suite::delete_then_create_again(store()).await;
     }
-    let mut written = Vec::new();
-    for t in tasks {
-        written.extend(t.await.unwrap());
+
+    #[tokio::test]
+    async fn history() {
+        let s = MemoryConfigStore::with_options(StoreOptions::default().history_depth(3)).unwrap();
+        suite::history_is_oldest_first_and_bounded(Arc::new(s)).await;
     }
-    written.sort_unstable();
-    for mut w in watchers {
-        let mut seen = Vec::new();
-        while let Some(c) = w.try_next() {
-            seen.push(c.version);
-        }
-        assert_eq!(seen, written, "every change once, in version order");
+
+    #[tokio::test]
+    async fn rollback() {
+        suite::rollback_restores_content_as_a_new_version(store()).await;
     }
-    // Versions are 1..=N with no gaps: the store revision counted each change.
-    assert_eq!(written, (1..=written.len() as u64).collect::<Vec<_>>());
+
+    #[tokio::test]
+    async fn watch_prefix() {
+        suite::watch_by_prefix_sees_puts_and_deletes_after_the_call(store()).await;
+    }
+
+    #[tokio::test]
+    async fn watch_pattern() {
+        suite::watch_pattern_filters_and_invalid_regex_is_a_typed_error(store()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writers() {
+        suite::watch_delivers_every_change_once_in_order_under_concurrent_writers(store(), 8, 200)
+            .await;
+    }
 }

@@ -226,3 +226,66 @@ async fn a_missing_directory_is_an_io_error_on_first_write() {
     assert!(matches!(err, ConfigStoreError::Io { .. }), "{err:?}");
     assert_eq!(s.get("k").await.unwrap(), None);
 }
+
+// === the shared contract (tests/common/config_suite.rs), on a file ===
+
+mod common;
+
+mod conformance {
+    use super::common::config_suite as suite;
+    use super::*;
+
+    async fn file_store(dir: &TempDir, depth: usize) -> Arc<dyn ConfigStore> {
+        let options = StoreOptions::default().history_depth(depth);
+        Arc::new(FileConfigStore::open(&dir.file(), options).await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn compare_and_put() {
+        let dir = TempDir::new("suite-cas");
+        suite::compare_and_put_conflict_returns_current_version(file_store(&dir, 16).await).await;
+    }
+
+    #[tokio::test]
+    async fn delete() {
+        let dir = TempDir::new("suite-delete");
+        suite::delete_then_create_again(file_store(&dir, 16).await).await;
+    }
+
+    #[tokio::test]
+    async fn history() {
+        let dir = TempDir::new("suite-history");
+        suite::history_is_oldest_first_and_bounded(file_store(&dir, 3).await).await;
+    }
+
+    #[tokio::test]
+    async fn rollback() {
+        let dir = TempDir::new("suite-rollback");
+        suite::rollback_restores_content_as_a_new_version(file_store(&dir, 16).await).await;
+    }
+
+    #[tokio::test]
+    async fn watch_prefix() {
+        let dir = TempDir::new("suite-watch");
+        suite::watch_by_prefix_sees_puts_and_deletes_after_the_call(file_store(&dir, 16).await)
+            .await;
+    }
+
+    #[tokio::test]
+    async fn watch_pattern() {
+        let dir = TempDir::new("suite-pattern");
+        suite::watch_pattern_filters_and_invalid_regex_is_a_typed_error(file_store(&dir, 16).await)
+            .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writers() {
+        let dir = TempDir::new("suite-concurrent");
+        suite::watch_delivers_every_change_once_in_order_under_concurrent_writers(
+            file_store(&dir, 16).await,
+            4,
+            25,
+        )
+        .await;
+    }
+}

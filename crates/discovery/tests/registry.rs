@@ -2,11 +2,10 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{apply, drain, instance};
+use common::{drain, instance};
 use rampart_discovery::registry::{
     EventKind, HealthStatus, MemoryRegistry, Registry, RegistryError, ServiceName,
 };
@@ -167,68 +166,6 @@ async fn watch_starts_with_the_current_set_then_every_change_once() {
     assert!(watch.next().await.is_none());
 }
 
-/// Writers on several threads register, update and deregister at once;
-/// watchers, one from the start and one joining midway, each see a
-/// consistent history (every change once, strictly increasing revisions)
-/// that ends in the registry's final state.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_writers_are_seen_once_in_revision_order() {
-    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
-    let service = name("shop/orders");
-    let mut early = registry.watch(&service).await.unwrap();
-    let ttl = Duration::from_secs(3600);
-    let writers: Vec<_> = (0..8)
-        .map(|w| {
-            let registry = Arc::clone(&registry);
-            tokio::spawn(async move {
-                for i in 0..50 {
-                    let id = format!("w{w}-{i}");
-                    let lease = registry
-                        .register(instance("shop/orders", &id), ttl)
-                        .await
-                        .unwrap();
-                    if i % 2 == 0 {
-                        registry
-                            .register(instance("shop/orders", &id).with_weight(2), ttl)
-                            .await
-                            .unwrap();
-                    } else if i % 3 == 0 {
-                        registry.deregister(lease).await.unwrap();
-                    }
-                    // other services' writes interleave
-                    registry
-                        .register(instance("other", &id), ttl)
-                        .await
-                        .unwrap();
-                    tokio::task::yield_now().await;
-                }
-            })
-        })
-        .collect();
-    tokio::task::yield_now().await;
-    let mut late = registry.watch(&service).await.unwrap();
-    for w in writers {
-        w.await.unwrap();
-    }
-    let final_state = registry.discover(&service).await.unwrap();
-    let expected: BTreeMap<_, _> = final_state
-        .instances
-        .iter()
-        .map(|i| (i.id().to_owned(), i.clone()))
-        .collect();
-
-    let early_events = drain(&mut early);
-    // 400 inserts, 200 updates, 64 removes (odd multiples of 3 below 50: 8 per writer)
-    assert_eq!(early_events.len(), 400 + 200 + 8 * 8);
-    for (events, name) in [(early_events, "early"), (drain(&mut late), "late")] {
-        let mut state = BTreeMap::new();
-        let mut last = 0;
-        apply(&mut state, &mut last, &events);
-        assert_eq!(state, expected, "{name} watcher");
-        assert!(last <= final_state.revision);
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn set_health_updates_watchers_once_and_keeps_the_lease() {
     let registry = MemoryRegistry::new();
@@ -270,4 +207,38 @@ async fn set_health_updates_watchers_once_and_keeps_the_lease() {
         registry.set_health(&orders, "b", HealthStatus::Healthy).await,
         Err(RegistryError::UnknownInstance { ref id, .. }) if id == "b"
     ));
+}
+
+// === the shared contract (tests/common/registry_suite.rs), on memory ===
+
+mod conformance {
+    use super::common::registry_suite as suite;
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn deregister() {
+        suite::deregister_removes_and_revokes_the_lease(&MemoryRegistry::new()).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reregister() {
+        suite::reregistering_an_id_updates_and_revokes_the_old_lease(&MemoryRegistry::new()).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn watch() {
+        suite::watch_starts_with_the_current_set_then_every_change_once(&MemoryRegistry::new())
+            .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn set_health() {
+        suite::set_health_updates_watchers_once_and_keeps_the_lease(&MemoryRegistry::new()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_writers() {
+        let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+        suite::concurrent_writers_are_seen_once_in_revision_order(registry, 8, 50).await;
+    }
 }

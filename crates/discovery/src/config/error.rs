@@ -84,6 +84,9 @@ pub enum ConfigStoreError {
         /// The decoder's explanation.
         reason: String,
     },
+    /// The store's backend (etcd) failed or could not be reached; nothing
+    /// was written.
+    Backend(rampart_core::BoxError),
     /// The store's file exists but does not hold a valid store.
     Malformed {
         /// The file.
@@ -112,6 +115,7 @@ impl fmt::Display for ConfigStoreError {
                 reason,
             } => write!(f, "version {version} of {key:?} does not decode: {reason}"),
             Self::Io { path, .. } => write!(f, "config store file {}: i/o error", path.display()),
+            Self::Backend(e) => write!(f, "config store backend failed: {e}"),
             Self::Malformed { path, reason } => {
                 write!(
                     f,
@@ -129,6 +133,7 @@ impl std::error::Error for ConfigStoreError {
             Self::InvalidPattern { source, .. } => Some(source),
             Self::Io { source, .. } => Some(source),
             Self::Options(e) => Some(e),
+            Self::Backend(e) => Some(&**e),
             _ => None,
         }
     }

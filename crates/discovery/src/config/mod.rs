@@ -20,9 +20,10 @@
 //!   [`ConfigStoreError::InvalidPattern`]): a [`WatchStream`] of every
 //!   [`Change`] made after the call, each exactly once, in version order.
 //!
-//! Backends: [`MemoryConfigStore`] (embedded, the default) and
+//! Backends: [`MemoryConfigStore`] (embedded, the default),
 //! [`FileConfigStore`] (one JSON file rewritten atomically on every write,
-//! reopened with its history). Both are usable as `Arc<dyn ConfigStore>`.
+//! reopened with its history), and `EtcdConfigStore` (feature `etcd`:
+//! versions are etcd revisions). All are usable as `Arc<dyn ConfigStore>`.
 //!
 //! [`watch_typed`] turns a key into a `tokio::sync::watch::Receiver<Arc<T>>`:
 //! each new value is decoded (JSON or TOML, see [`Format`]); a value that
@@ -88,6 +89,8 @@
 //! ```
 
 mod error;
+#[cfg(feature = "etcd")]
+mod etcd;
 mod file;
 mod gray;
 mod memory;
@@ -96,6 +99,8 @@ mod typed;
 mod types;
 
 pub use error::{ConfigStoreError, Conflict};
+#[cfg(feature = "etcd")]
+pub use etcd::{EtcdConfigStore, EtcdConfigStoreConfig};
 pub use file::FileConfigStore;
 pub use gray::{
     GRAY_PREFIX, Gray, InstanceInfo, Selector, clear_gray, get_for, get_gray, gray_key,

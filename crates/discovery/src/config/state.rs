@@ -142,7 +142,7 @@ pub(crate) fn join_value(
     }
 }
 
-fn check_key(key: &str) -> Result<(), ConfigStoreError> {
+pub(crate) fn check_key(key: &str) -> Result<(), ConfigStoreError> {
     if key.is_empty() {
         return Err(ConfigStoreError::InvalidKey {
             key: String::new(),
@@ -169,7 +169,7 @@ impl Filter {
         })
     }
 
-    fn matches(&self, key: &str) -> bool {
+    pub(crate) fn matches(&self, key: &str) -> bool {
         match self {
             Filter::Prefix(prefix) => key.starts_with(prefix.as_str()),
             Filter::Pattern(re) => re.is_match(key),

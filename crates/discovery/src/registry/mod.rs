@@ -21,6 +21,9 @@
 //!   tokio clock with no polling loop, and its self-preservation
 //!   ([`MemoryRegistryConfig::protection_threshold`]) keeps instances whose
 //!   leases run out en masse instead of emptying the service.
+//! - `EtcdRegistry` (feature `etcd`) keeps instances in etcd, one lease
+//!   per registration, and serves the last known instances, flagged stale,
+//!   while etcd is unreachable.
 //! - [`discover()`] turns a watch into a [`tower::discover::Discover`]
 //!   stream ([`DiscoverChanges`]) keyed by instance id, with each
 //!   endpoint's service made by a closure, for `tower::balance`.
@@ -65,10 +68,14 @@ pub use instance::{
     DEFAULT_GROUP, DEFAULT_NAMESPACE, HealthStatus, Instance, InstanceError, ServiceName,
 };
 mod discover;
+#[cfg(feature = "etcd")]
+mod etcd;
 mod event;
 mod memory;
 
 pub use discover::{DiscoverChanges, discover};
+#[cfg(feature = "etcd")]
+pub use etcd::{EtcdRegistry, EtcdRegistryConfig, STALE, STALE_TOTAL};
 pub use event::{Discovered, Event, EventKind, LeaseId, RegistryError, Watch};
 pub use memory::{
     EXPIRED_TOTAL, MemoryRegistry, MemoryRegistryConfig, PROTECTED, PROTECTION_KEPT_TOTAL,

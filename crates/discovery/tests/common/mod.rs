@@ -30,3 +30,33 @@ pub fn apply(state: &mut BTreeMap<String, Instance>, last: &mut u64, events: &[E
         }
     }
 }
+
+pub mod config_suite;
+pub mod registry_suite;
+
+#[cfg(feature = "etcd")]
+pub mod etcd;
+
+/// The next `n` events of `watch`, waiting up to 10 s for them (real or
+/// paused time); fails the test if they do not come or one is an error.
+pub async fn take(watch: &mut Watch, n: usize) -> Vec<Event> {
+    let mut events = Vec::with_capacity(n);
+    while events.len() < n {
+        match tokio::time::timeout(std::time::Duration::from_secs(10), watch.next()).await {
+            Ok(Some(Ok(e))) => events.push(e),
+            Ok(Some(Err(e))) => panic!("watch error after {events:?}: {e}"),
+            Ok(None) => panic!("watch ended after {events:?}"),
+            Err(_) => panic!("only {} of {n} events came: {events:?}", events.len()),
+        }
+    }
+    events
+}
+
+/// Fails if `watch` delivers anything within 300 ms.
+pub async fn assert_quiet(watch: &mut Watch) {
+    if let Ok(Some(e)) =
+        tokio::time::timeout(std::time::Duration::from_millis(300), watch.next()).await
+    {
+        panic!("unexpected event {e:?}");
+    }
+}
