@@ -58,10 +58,10 @@ pub use rampart_backpressure as backpressure;
 #[cfg(feature = "cache")]
 pub use rampart_cache as cache;
 
-#[cfg(feature = "discovery")]
-pub use rampart_discovery as discovery;
 #[cfg(feature = "balance")]
 pub use rampart_balance as balance;
+#[cfg(feature = "discovery")]
+pub use rampart_discovery as discovery;
 
 /// The README's examples, compiled and run as doctests so the README
 /// cannot drift from the code.
