@@ -42,4 +42,5 @@
 //! sidecar helper.
 
 pub mod config;
+pub mod health;
 pub mod registry;
