@@ -13,7 +13,7 @@
 //!   calls [`set_health`](crate::registry::Registry::set_health) when an
 //!   instance's status changes; its [`HealthCheckerHandle`] reads each
 //!   instance's status and counters, and stops it.
-//! - A `Sidecar` registers a local application, checks it, heartbeats
+//! - A [`Sidecar`] registers a local application, checks it, heartbeats
 //!   its lease, marks it unhealthy (or deregisters it) while it fails,
 //!   re-registers after a lost lease, and deregisters it on shutdown.
 //!
@@ -53,11 +53,13 @@
 mod checker;
 mod config;
 mod probe;
+mod sidecar;
 mod state;
 
 pub use checker::{HealthChecker, HealthCheckerHandle, InstanceHealth};
 pub use config::{CheckKind, HealthCheck, HttpCheck, StatusRange, TcpCheck};
 pub use probe::{HttpProbe, Probe, ProbeError, TcpProbe, probe_for};
+pub use sidecar::{OnFailure, Sidecar, SidecarConfig, SidecarHandle, SidecarState};
 
 use std::fmt;
 
@@ -74,7 +76,7 @@ pub const CHECKS_TOTAL: &str = rampart_core::metric_name!("discovery", "health_c
 pub const TRANSITIONS_TOTAL: &str =
     rampart_core::metric_name!("discovery", "health_transitions_total");
 
-/// Why a [`HealthChecker`] or a `Sidecar` could not start.
+/// Why a [`HealthChecker`] or a [`Sidecar`] could not start.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum HealthError {

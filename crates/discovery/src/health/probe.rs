@@ -19,7 +19,7 @@ use crate::registry::{BoxFuture, Instance};
 /// One check of one instance: `Ok` if it passed.
 ///
 /// Object safe, so a [`HealthChecker`](super::HealthChecker) or a
-/// `Sidecar` takes any `Arc<dyn Probe>`. The caller
+/// [`Sidecar`](super::Sidecar) takes any `Arc<dyn Probe>`. The caller
 /// bounds every probe by the check's timeout, so a probe that never
 /// finishes fails with [`ProbeError::Timeout`].
 ///
