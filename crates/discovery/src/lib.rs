@@ -1,8 +1,9 @@
-//! Service registration and discovery, and a config center, for Tower
-//! services: a registry watch becomes a `tower::discover::Discover` stream
-//! a balancer consumes, and a config key becomes a
-//! `watch::Receiver<Arc<T>>` a layer reconfigures from. The embedded
-//! backends need no server.
+//! Service registration and discovery, active health checks, and a config
+//! center, for Tower services: a registry watch becomes a
+//! `tower::discover::Discover` stream a balancer consumes, health checks
+//! keep each instance's status in the registry true, and a config key
+//! becomes a `watch::Receiver<Arc<T>>` a layer reconfigures from. The
+//! embedded backends need no server.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -36,10 +37,10 @@
 //! |---|---|---|
 //! | registry: `Instance`, `Registry` (register with TTL, heartbeat, deregister, discover, watch), self-preservation, `tower::discover` adapter | [`registry`] | [`registry::MemoryRegistry`] |
 //! | config center: `ConfigStore` (get, put, compare-and-put, delete, history, rollback, watch by prefix or regex), typed watches, gray release | [`config`] | [`config::MemoryConfigStore`], [`config::FileConfigStore`] |
+//! | health checks: HTTP and TCP probes (or any [`health::Probe`]) with thresholds and jitter writing each instance's status to a registry; the sidecar helper that registers, checks, heartbeats and deregisters a local app | [`health`] | [`health::HealthChecker`], [`health::Sidecar`] (over any `Arc<dyn Registry>`) |
 //!
 //! Not built yet (see `docs/discovery.md`): the etcd, DNS and static/file
-//! registry backends, the etcd config store, active health checks and the
-//! sidecar helper.
+//! registry backends and the etcd config store.
 
 pub mod config;
 pub mod health;
