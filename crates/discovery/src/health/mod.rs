@@ -38,7 +38,7 @@
 //!     .name("orders")
 //!     .spawn()
 //!     .await?;
-//! # for _ in 0..40 {
+//! # for _ in 0..200 {
 //! #     if checker.status("orders-1") == Some(HealthStatus::Unhealthy) { break }
 //! #     tokio::time::sleep(Duration::from_millis(100)).await;
 //! # }
