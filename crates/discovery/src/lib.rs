@@ -1,8 +1,9 @@
-//! Service registration and discovery, and a config center, for Tower
-//! services: a registry watch becomes a `tower::discover::Discover` stream
-//! a balancer consumes, and a config key becomes a
-//! `watch::Receiver<Arc<T>>` a layer reconfigures from. The embedded
-//! backends need no server.
+//! Service registration and discovery, active health checks, and a config
+//! center, for Tower services: a registry watch becomes a
+//! `tower::discover::Discover` stream a balancer consumes, health checks
+//! keep each instance's status in the registry true, and a config key
+//! becomes a `watch::Receiver<Arc<T>>` a layer reconfigures from. The
+//! embedded backends need no server.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -36,15 +37,16 @@
 //! |---|---|---|
 //! | registry: `Instance`, `Registry` (register with TTL, heartbeat, deregister, discover, watch), self-preservation, `tower::discover` adapter | [`registry`] | [`registry::MemoryRegistry`]; `EtcdRegistry` (feature `etcd`) |
 //! | config center: `ConfigStore` (get, put, compare-and-put, delete, history, rollback, watch by prefix or regex), typed watches, gray release | [`config`] | [`config::MemoryConfigStore`], [`config::FileConfigStore`]; `EtcdConfigStore` (feature `etcd`) |
+//! | health checks: HTTP and TCP probes (or any [`health::Probe`]) with thresholds and jitter writing each instance's status to a registry; the sidecar helper that registers, checks, heartbeats and deregisters a local app | [`health`] | [`health::HealthChecker`], [`health::Sidecar`] (over any `Arc<dyn Registry>`) |
 //!
 //! The etcd backends (feature `etcd`) keep serving the last known
 //! instances, flagged stale, while etcd is unreachable, and their watches
 //! resume from the last revision seen (see `docs/discovery.md`, "etcd").
 //!
-//! Not built yet: the DNS and static/file registry backends, active health
-//! checks and the sidecar helper.
+//! Not built yet: the DNS and static/file registry backends.
 
 pub mod config;
 #[cfg(feature = "etcd")]
 mod etcd;
+pub mod health;
 pub mod registry;
