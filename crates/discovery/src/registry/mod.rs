@@ -66,14 +66,22 @@ pub use instance::{
 };
 mod discover;
 mod event;
+mod file;
+pub mod list;
 mod memory;
+mod source;
+mod static_list;
 
 pub use discover::{DiscoverChanges, discover};
 pub use event::{Discovered, Event, EventKind, LeaseId, RegistryError, Watch};
+pub use file::{FileRegistry, FileRegistryConfig};
+pub use list::{EntryProblem, SourceError};
 pub use memory::{
     EXPIRED_TOTAL, MemoryRegistry, MemoryRegistryConfig, PROTECTED, PROTECTION_KEPT_TOTAL,
     SERVICE_LABEL,
 };
+pub use source::SOURCE_ERRORS_TOTAL;
+pub use static_list::StaticRegistry;
 
 use std::future::Future;
 use std::pin::Pin;
