@@ -65,6 +65,8 @@ pub use instance::{
     DEFAULT_GROUP, DEFAULT_NAMESPACE, HealthStatus, Instance, InstanceError, ServiceName,
 };
 mod discover;
+#[cfg(feature = "dns")]
+mod dns;
 mod event;
 mod file;
 pub mod list;
@@ -73,6 +75,8 @@ mod source;
 mod static_list;
 
 pub use discover::{DiscoverChanges, discover};
+#[cfg(feature = "dns")]
+pub use dns::{DnsRegistry, DnsRegistryConfig, DnsService};
 pub use event::{Discovered, Event, EventKind, LeaseId, RegistryError, Watch};
 pub use file::{FileRegistry, FileRegistryConfig};
 pub use list::{EntryProblem, SourceError};
