@@ -34,12 +34,11 @@
 //!
 //! | part | module | backends here |
 //! |---|---|---|
-//! | registry: `Instance`, `Registry` (register with TTL, heartbeat, deregister, discover, watch), self-preservation, `tower::discover` adapter | [`registry`] | [`registry::MemoryRegistry`] |
+//! | registry: `Instance`, `Registry` (register with TTL, heartbeat, deregister, discover, watch), self-preservation, `tower::discover` adapter | [`registry`] | [`registry::MemoryRegistry`]; read-only: [`registry::StaticRegistry`], [`registry::FileRegistry`] (a watched TOML/JSON file), `registry::DnsRegistry` (feature `dns`: SRV, A/AAAA) |
 //! | config center: `ConfigStore` (get, put, compare-and-put, delete, history, rollback, watch by prefix or regex), typed watches, gray release | [`config`] | [`config::MemoryConfigStore`], [`config::FileConfigStore`] |
 //!
-//! Not built yet (see `docs/discovery.md`): the etcd, DNS and static/file
-//! registry backends, the etcd config store, active health checks and the
-//! sidecar helper.
+//! Not built yet (see `docs/discovery.md`): the etcd registry backend, the
+//! etcd config store, active health checks and the sidecar helper.
 
 pub mod config;
 pub mod registry;

@@ -21,6 +21,15 @@
 //!   tokio clock with no polling loop, and its self-preservation
 //!   ([`MemoryRegistryConfig::protection_threshold`]) keeps instances whose
 //!   leases run out en masse instead of emptying the service.
+//! - Read-only registries take their instances from a source:
+//!   [`StaticRegistry`] (a fixed list), [`FileRegistry`] (a TOML or JSON
+//!   file, edits applied live) and `DnsRegistry` (feature `dns`: SRV, or A
+//!   and AAAA, refreshed on the TTL). They refuse registrations with
+//!   [`RegistryError::ReadOnly`], keep `set_health` as an in-memory
+//!   overlay, and when their source fails keep the last good set, marked
+//!   [`Discovered::stale`], telling watchers with
+//!   [`RegistryError::Source`]. The [`list`] module documents the list
+//!   format.
 //! - [`discover()`] turns a watch into a [`tower::discover::Discover`]
 //!   stream ([`DiscoverChanges`]) keyed by instance id, with each
 //!   endpoint's service made by a closure, for `tower::balance`.
