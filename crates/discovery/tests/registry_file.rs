@@ -334,3 +334,34 @@ async fn dropping_the_registry_ends_watches() {
             .is_none()
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_tower_adapter_keeps_endpoints_through_a_bad_edit() {
+    use futures::StreamExt;
+    use rampart_discovery::registry::{Instance, discover};
+    use tower::discover::Change;
+
+    let dir = TempDir::new("file-registry-adapter");
+    let path = dir.path("instances.toml");
+    std::fs::write(&path, list(&[("a", 1, 1)])).unwrap();
+    let registry = open(&path).await;
+    let mut changes = discover(&registry, &name("orders"), |i: &Instance| i.port())
+        .await
+        .unwrap();
+    let mut key = async || match timeout(Duration::from_secs(10), changes.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("no error reaches the balancer")
+    {
+        Change::Insert(k, port) => format!("+{k}:{port}"),
+        Change::Remove(k) => format!("-{k}"),
+    };
+    assert_eq!(key().await, "+a:1");
+    // a bad edit: skipped by the adapter; the next good edit comes through
+    std::fs::write(&path, "not toml [").unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    std::fs::write(&path, list(&[("b", 2, 1)])).unwrap();
+    assert_eq!(key().await, "-a");
+    assert_eq!(key().await, "+b:2");
+}

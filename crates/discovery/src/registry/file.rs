@@ -252,21 +252,14 @@ impl FileRegistry {
                 _ => return Err(SourceError::UnknownFormat { path }),
             },
         };
-        let (stamp, bytes, read_at) = match probe_blocking(path.clone(), None).await {
-            Probe::Read {
-                stamp,
-                bytes,
-                read_at,
-            } => (stamp, bytes, read_at),
-            Probe::Failed(e) => {
-                return Err(SourceError::Io {
-                    path,
-                    source: Arc::new(e),
-                });
-            }
-            // without a previous stamp there is nothing to compare with
-            Probe::Unchanged => unreachable!("a first probe reads the file"),
-        };
+        let read_path = path.clone();
+        let first = tokio::task::spawn_blocking(move || read(&read_path))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        let (stamp, bytes, read_at) = first.map_err(|e| SourceError::Io {
+            path: path.clone(),
+            source: Arc::new(e),
+        })?;
         let hash = hash(&bytes);
         let instances = decode(&bytes, format, &path)?;
         let source = Source::new(config.name.clone());
@@ -414,30 +407,42 @@ async fn probe_blocking(path: PathBuf, last: Option<(Stamp, SystemTime)>) -> Pro
 
 /// Reads the file unless its stamp is `last`'s and not racy.
 fn probe(path: &Path, last: Option<(Stamp, SystemTime)>) -> Probe {
-    let meta = match std::fs::metadata(path) {
-        Ok(meta) => meta,
-        Err(e) => return Probe::Failed(e),
-    };
-    let stamp = Stamp {
-        len: meta.len(),
-        modified: meta.modified().ok(),
-        inode: inode(&meta),
-    };
     if let Some((last, read_at)) = last {
-        let racy = stamp.modified.is_none_or(|m| m + RACY >= read_at);
-        if stamp == last && !racy {
-            return Probe::Unchanged;
+        match stamp(path) {
+            Ok(now) => {
+                let racy = now.modified.is_none_or(|m| m + RACY >= read_at);
+                if now == last && !racy {
+                    return Probe::Unchanged;
+                }
+            }
+            Err(e) => return Probe::Failed(e),
         }
     }
-    let read_at = SystemTime::now();
-    match std::fs::read(path) {
-        Ok(bytes) => Probe::Read {
+    match read(path) {
+        Ok((stamp, bytes, read_at)) => Probe::Read {
             stamp,
             bytes,
             read_at,
         },
         Err(e) => Probe::Failed(e),
     }
+}
+
+fn stamp(path: &Path) -> std::io::Result<Stamp> {
+    let meta = std::fs::metadata(path)?;
+    Ok(Stamp {
+        len: meta.len(),
+        modified: meta.modified().ok(),
+        inode: inode(&meta),
+    })
+}
+
+/// The file's stamp (taken first, so an edit racing the read is seen
+/// again), content and the wall-clock time of the read.
+fn read(path: &Path) -> std::io::Result<(Stamp, Vec<u8>, SystemTime)> {
+    let stamp = stamp(path)?;
+    let read_at = SystemTime::now();
+    Ok((stamp, std::fs::read(path)?, read_at))
 }
 
 #[cfg(unix)]
