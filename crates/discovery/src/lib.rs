@@ -35,15 +35,15 @@
 //!
 //! | part | module | backends here |
 //! |---|---|---|
-//! | registry: `Instance`, `Registry` (register with TTL, heartbeat, deregister, discover, watch), self-preservation, `tower::discover` adapter | [`registry`] | [`registry::MemoryRegistry`]; `EtcdRegistry` (feature `etcd`) |
+//! | registry: `Instance`, `Registry` (register with TTL, heartbeat, deregister, discover, watch), self-preservation, `tower::discover` adapter | [`registry`] | [`registry::MemoryRegistry`]; `EtcdRegistry` (feature `etcd`); read-only: [`registry::StaticRegistry`], [`registry::FileRegistry`] (a watched TOML/JSON file), `registry::DnsRegistry` (feature `dns`: SRV, A/AAAA) |
 //! | config center: `ConfigStore` (get, put, compare-and-put, delete, history, rollback, watch by prefix or regex), typed watches, gray release | [`config`] | [`config::MemoryConfigStore`], [`config::FileConfigStore`]; `EtcdConfigStore` (feature `etcd`) |
 //! | health checks: HTTP and TCP probes (or any [`health::Probe`]) with thresholds and jitter writing each instance's status to a registry; the sidecar helper that registers, checks, heartbeats and deregisters a local app | [`health`] | [`health::HealthChecker`], [`health::Sidecar`] (over any `Arc<dyn Registry>`) |
 //!
 //! The etcd backends (feature `etcd`) keep serving the last known
 //! instances, flagged stale, while etcd is unreachable, and their watches
 //! resume from the last revision seen (see `docs/discovery.md`, "etcd").
-//!
-//! Not built yet: the DNS and static/file registry backends.
+//! The read-only registries keep their last good set, flagged stale, when
+//! their file or DNS server fails.
 
 pub mod config;
 #[cfg(feature = "etcd")]

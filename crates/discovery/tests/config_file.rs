@@ -1,39 +1,13 @@
 //! The file-backed config store: persistence, atomic writes, bad files.
 
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+mod common;
 
+use std::sync::Arc;
+
+use common::TempDir;
 use rampart_discovery::config::{
     ChangeKind, ConfigStore, ConfigStoreError, FileConfigStore, StoreOptions,
 };
-
-/// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "rampart-config-{name}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-
-    fn file(&self) -> PathBuf {
-        self.0.join("config.json")
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 async fn open(path: &std::path::Path) -> FileConfigStore {
     FileConfigStore::open(path, StoreOptions::default())
@@ -43,7 +17,7 @@ async fn open(path: &std::path::Path) -> FileConfigStore {
 
 #[tokio::test]
 async fn survives_reopen_with_history_revision_and_deletions() {
-    let dir = TempDir::new("reopen");
+    let dir = TempDir::new("config-reopen");
     let (v1, v2, v3);
     {
         let s = open(&dir.file()).await;
@@ -88,7 +62,7 @@ async fn survives_reopen_with_history_revision_and_deletions() {
 
 #[tokio::test]
 async fn conflicts_and_watches_work_on_the_file_store() {
-    let dir = TempDir::new("cas");
+    let dir = TempDir::new("config-cas");
     let s = open(&dir.file()).await;
     let mut w = s.watch_pattern("^k$").await.unwrap();
     let v1 = s.compare_and_put("k", "a".into(), 0).await.unwrap();
@@ -107,7 +81,7 @@ async fn conflicts_and_watches_work_on_the_file_store() {
 
 #[tokio::test]
 async fn history_is_trimmed_to_the_depth_on_reopen() {
-    let dir = TempDir::new("trim");
+    let dir = TempDir::new("config-trim");
     {
         let s = open(&dir.file()).await;
         for i in 0..5 {
@@ -129,7 +103,7 @@ async fn history_is_trimmed_to_the_depth_on_reopen() {
 
 #[tokio::test]
 async fn a_failed_write_changes_nothing_on_disk_or_in_memory() {
-    let dir = TempDir::new("fail");
+    let dir = TempDir::new("config-fail");
     let s = open(&dir.file()).await;
     let v1 = s.put("k", "good".into()).await.unwrap();
     let before = std::fs::read(dir.file()).unwrap();
@@ -172,7 +146,7 @@ async fn a_failed_write_changes_nothing_on_disk_or_in_memory() {
 }
 
 async fn malformed(contents: &[u8]) -> String {
-    let dir = TempDir::new("bad");
+    let dir = TempDir::new("config-bad");
     std::fs::write(dir.file(), contents).unwrap();
     let err = FileConfigStore::open(dir.file(), StoreOptions::default())
         .await
@@ -219,7 +193,7 @@ async fn a_malformed_file_is_a_typed_error_naming_the_cause() {
 
 #[tokio::test]
 async fn a_missing_directory_is_an_io_error_on_first_write() {
-    let dir = TempDir::new("nodir");
+    let dir = TempDir::new("config-nodir");
     let path = dir.0.join("missing").join("config.json");
     let s = open(&path).await;
     let err = s.put("k", "v".into()).await.unwrap_err();
@@ -228,8 +202,6 @@ async fn a_missing_directory_is_an_io_error_on_first_write() {
 }
 
 // === the shared contract (tests/common/config_suite.rs), on a file ===
-
-mod common;
 
 mod conformance {
     use super::common::config_suite as suite;

@@ -29,7 +29,11 @@ use super::{EventKind, Instance, Registry, RegistryError, ServiceName, Watch};
 /// - an update or remove of an instance that was never inserted yields
 ///   nothing.
 ///
-/// The stream ends when the watch ends, and passes on a watch's errors.
+/// The stream ends when the watch ends, and passes on a watch's errors,
+/// except [`RegistryError::Source`]: a read-only registry whose source
+/// failed keeps serving its last good instances, so the balancer keeps its
+/// endpoints too; such an error is logged (`warn`) and skipped, since
+/// passing it on would fail the balancer's `poll_ready`.
 pub struct DiscoverChanges<F, S> {
     watch: Watch,
     make: F,
@@ -89,6 +93,10 @@ where
         loop {
             let event = match ready!(Pin::new(&mut this.watch).poll_next(cx)) {
                 None => return Poll::Ready(None),
+                Some(Err(RegistryError::Source(error))) => {
+                    tracing::warn!(%error, "registry source failed, endpoints kept");
+                    continue;
+                }
                 Some(Err(e)) => return Poll::Ready(Some(Err(e))),
                 Some(Ok(event)) => event,
             };

@@ -3,13 +3,14 @@
 
 use std::fmt;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use super::{Instance, ServiceName};
+use super::{Instance, ServiceName, SourceError};
 
 /// The handle of one registration, returned by
 /// [`Registry::register`](super::Registry::register): heartbeats and
@@ -33,9 +34,10 @@ pub struct Discovered {
     pub revision: u64,
     /// The instances, ordered by id.
     pub instances: Vec<Instance>,
-    /// The backend could not be reached, so these are the last instances
-    /// known (at `revision`), not a fresh answer. Always `false` for the
-    /// embedded registry.
+    /// The backend could not be reached (or its source failed: a file that
+    /// went missing or does not parse, a DNS lookup that failed), so these
+    /// are the last instances known (at `revision`), not a fresh answer.
+    /// Always `false` for the embedded registry.
     pub stale: bool,
 }
 
@@ -83,6 +85,18 @@ pub enum RegistryError {
     InvalidTtl(Duration),
     /// The registry's backend failed (a connection, a remote store).
     Backend(rampart_core::BoxError),
+    /// The registry is read-only (a static list, a file, DNS): its
+    /// instances come from its source, so `register`, `heartbeat` and
+    /// `deregister` are refused. `set_health` works.
+    ReadOnly {
+        /// Which backend: `"static"`, `"file"` or `"dns"`.
+        backend: &'static str,
+    },
+    /// A read-only registry's source failed (a file that does not parse or
+    /// went missing, a DNS lookup that failed). Sent to watchers, which go
+    /// on: the last good instances stay live, marked stale, and later
+    /// changes arrive as usual.
+    Source(Arc<SourceError>),
 }
 
 impl fmt::Display for RegistryError {
@@ -94,6 +108,11 @@ impl fmt::Display for RegistryError {
             }
             Self::InvalidTtl(ttl) => write!(f, "invalid ttl {ttl:?}: must be longer than zero"),
             Self::Backend(e) => write!(f, "registry backend failed: {e}"),
+            Self::ReadOnly { backend } => write!(
+                f,
+                "the {backend} registry is read-only: instances come from its source"
+            ),
+            Self::Source(e) => write!(f, "registry source failed, last good instances kept: {e}"),
         }
     }
 }
@@ -102,6 +121,7 @@ impl std::error::Error for RegistryError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Self::Backend(e) => Some(&**e),
+            Self::Source(e) => Some(&**e),
             _ => None,
         }
     }

@@ -222,7 +222,7 @@ pub struct Instance {
 /// The decoded form of an [`Instance`], before validation.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawInstance {
+pub(crate) struct RawInstance {
     id: String,
     service: String,
     address: String,

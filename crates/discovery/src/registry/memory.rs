@@ -9,13 +9,13 @@ use rampart_core::ConfigError;
 use rampart_core::error::validate;
 use rampart_core::metrics::InstanceLabels;
 use serde::Deserialize;
-use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
+use super::source::Watchers;
 use super::{
-    BoxFuture, Discovered, Event, EventKind, HealthStatus, Instance, LeaseId, Registry,
-    RegistryError, ServiceName, Watch,
+    BoxFuture, Discovered, EventKind, HealthStatus, Instance, LeaseId, Registry, RegistryError,
+    ServiceName, Watch,
 };
 
 /// The settings of a [`MemoryRegistry`].
@@ -176,8 +176,6 @@ struct Inner {
     state: Mutex<State>,
 }
 
-type Sender = mpsc::UnboundedSender<Result<Event, RegistryError>>;
-
 #[derive(Debug, Default)]
 struct State {
     revision: u64,
@@ -190,7 +188,7 @@ struct State {
 struct Service {
     /// By instance id.
     instances: BTreeMap<String, Entry>,
-    watchers: Vec<Sender>,
+    watchers: Watchers,
     /// When instances were expired, within the protection window (only
     /// kept while self-preservation is on).
     expired: VecDeque<Instant>,
@@ -220,14 +218,7 @@ impl Drop for Entry {
 impl Service {
     /// Sends `event` to every watcher, forgetting those that hung up.
     fn notify(&mut self, revision: u64, kind: EventKind, instance: &Instance) {
-        self.watchers.retain(|tx| {
-            tx.send(Ok(Event {
-                revision,
-                kind,
-                instance: instance.clone(),
-            }))
-            .is_ok()
-        });
+        self.watchers.notify(revision, kind, instance);
     }
 
     /// Nothing left to keep: no instance, no watcher, no protection to
@@ -468,21 +459,13 @@ impl MemoryRegistry {
     }
 
     fn watch_now(&self, name: &ServiceName) -> Watch {
-        let (tx, rx) = mpsc::unbounded_channel();
         let mut state = self.inner.lock();
         let service = state.services.entry(name.clone()).or_default();
-        let mut current: Vec<&Entry> = service.instances.values().collect();
-        current.sort_by_key(|e| e.revision);
-        for e in current {
-            // the receiver is in hand: sending cannot fail
-            let _ = tx.send(Ok(Event {
-                revision: e.revision,
-                kind: EventKind::Insert,
-                instance: e.instance.clone(),
-            }));
-        }
-        service.watchers.push(tx);
-        Watch::from_receiver(rx)
+        let current = service
+            .instances
+            .values()
+            .map(|e| (e.revision, &e.instance));
+        service.watchers.subscribe(current)
     }
 }
 

@@ -24,6 +24,15 @@
 //! - `EtcdRegistry` (feature `etcd`) keeps instances in etcd, one lease
 //!   per registration, and serves the last known instances, flagged stale,
 //!   while etcd is unreachable.
+//! - Read-only registries take their instances from a source:
+//!   [`StaticRegistry`] (a fixed list), [`FileRegistry`] (a TOML or JSON
+//!   file, edits applied live) and `DnsRegistry` (feature `dns`: SRV, or A
+//!   and AAAA, refreshed on the TTL). They refuse registrations with
+//!   [`RegistryError::ReadOnly`], keep `set_health` as an in-memory
+//!   overlay, and when their source fails keep the last good set, marked
+//!   [`Discovered::stale`], telling watchers with
+//!   [`RegistryError::Source`]. The [`list`] module documents the list
+//!   format.
 //! - [`discover()`] turns a watch into a [`tower::discover::Discover`]
 //!   stream ([`DiscoverChanges`]) keyed by instance id, with each
 //!   endpoint's service made by a closure, for `tower::balance`.
@@ -68,19 +77,31 @@ pub use instance::{
     DEFAULT_GROUP, DEFAULT_NAMESPACE, HealthStatus, Instance, InstanceError, ServiceName,
 };
 mod discover;
+#[cfg(feature = "dns")]
+mod dns;
 #[cfg(feature = "etcd")]
 mod etcd;
 mod event;
+mod file;
+pub mod list;
 mod memory;
+mod source;
+mod static_list;
 
 pub use discover::{DiscoverChanges, discover};
+#[cfg(feature = "dns")]
+pub use dns::{DnsRegistry, DnsRegistryConfig, DnsService};
 #[cfg(feature = "etcd")]
 pub use etcd::{EtcdRegistry, EtcdRegistryConfig, STALE, STALE_TOTAL};
 pub use event::{Discovered, Event, EventKind, LeaseId, RegistryError, Watch};
+pub use file::{FileRegistry, FileRegistryConfig};
+pub use list::{EntryProblem, SourceError};
 pub use memory::{
     EXPIRED_TOTAL, MemoryRegistry, MemoryRegistryConfig, PROTECTED, PROTECTION_KEPT_TOTAL,
     SERVICE_LABEL,
 };
+pub use source::SOURCE_ERRORS_TOTAL;
+pub use static_list::StaticRegistry;
 
 use std::future::Future;
 use std::pin::Pin;
