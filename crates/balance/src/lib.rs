@@ -7,6 +7,7 @@ mod config;
 pub mod error;
 mod ewma;
 mod handle;
+pub mod health;
 pub mod strategy;
 mod weighted;
 
