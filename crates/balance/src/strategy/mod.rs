@@ -12,8 +12,61 @@
 //!
 //! Randomness comes from the [`Pick::rng`] the balancer owns, seeded from
 //! its configuration, so a test that fixes the seed repeats exactly.
+//!
+//! The strategies, each its own type (and [`StrategyConfig`] to choose one
+//! from configuration):
+//!
+//! | strategy | picks | settings | state |
+//! |---|---|---|---|
+//! | [`RoundRobin`] | each routable slot in turn | none | the last slot picked |
+//! | [`SmoothWeightedRoundRobin`] | nginx's smooth weighted rotation | none | a `current` per slot |
+//! | [`WeightedRandom`] | at random, by effective weight | none | none |
+//! | [`LeastRequest`] | fewest pending (Envoy: n choices, or weight / (pending + 1)^bias) | [`LeastRequestConfig`] | per slot |
+//! | [`PowerOfTwoChoices`] | the less loaded of two random, by pending or peak EWMA | [`PowerOfTwoChoicesConfig`] | none |
+//! | [`RingHash`] | by request key on a ring of virtual nodes | [`RingHashConfig`] | the ring |
+//! | [`Maglev`] | by request key in a Maglev table | [`MaglevConfig`] | the table |
+//!
+//! Every strategy returns a routable slot whenever one exists, whatever the
+//! weights, loads or key say: a hash strategy without a key picks at
+//! random among the routable (documented fallback), a table the strategy
+//! has not seen yet is picked from all the same.
+//!
+//! ```
+//! use rampart_balance::strategy::{Endpoint, Pick, StrategyConfig};
+//! use rampart_core::random::SharedRng;
+//!
+//! let cfg: StrategyConfig = toml::from_str(r#"kind = "smooth_weighted_round_robin""#).unwrap();
+//! let mut strategy = cfg.build().unwrap();
+//! let ep = |id, w: u32| Some(Endpoint { id, weight: w, effective_weight: w.into(), pending: 0, cost: 0.0 });
+//! let table = [ep("a", 2), None, ep("b", 1)];
+//! strategy.update(&table);
+//! let rng = SharedRng::new(7);
+//! let pick = Pick { endpoints: &table, routable: &[0, 2], hash: None, rng: &rng };
+//! let picks: Vec<_> = (0..3).map(|_| strategy.pick(&pick).unwrap()).collect();
+//! assert_eq!(picks, [0, 2, 0]);
+//! ```
 
 use rampart_core::random::SharedRng;
+
+mod config;
+mod hash;
+mod least_request;
+mod maglev;
+mod p2c;
+mod ring_hash;
+mod round_robin;
+mod shared;
+mod smooth_weighted;
+mod weighted_random;
+
+pub use config::StrategyConfig;
+pub use least_request::{LeastRequest, LeastRequestConfig};
+pub use maglev::{MAX_TABLE_SIZE, Maglev, MaglevConfig};
+pub use p2c::{Load, PowerOfTwoChoices, PowerOfTwoChoicesConfig};
+pub use ring_hash::{MAX_RING_SIZE, RingHash, RingHashConfig};
+pub use round_robin::RoundRobin;
+pub use smooth_weighted::SmoothWeightedRoundRobin;
+pub use weighted_random::WeightedRandom;
 
 /// What a strategy knows of one endpoint of the table.
 #[derive(Debug, Clone, PartialEq)]
