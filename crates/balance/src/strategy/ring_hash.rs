@@ -2,8 +2,9 @@
 //! Karger et al.), weight-aware, with optional bounded load.
 
 use rampart_core::error::{ConfigError, validate};
+use rampart_core::random::splitmix64;
 use serde::Deserialize;
-use xxhash_rust::xxh3::xxh3_64_with_seed;
+use xxhash_rust::xxh3::xxh3_64;
 
 use super::hash::{capacity, mix, validate_balance_factor, walk};
 use super::shared::{SlotIds, fixed_weight, random_routable};
@@ -100,18 +101,28 @@ impl RingHashConfig {
 
 /// Consistent hashing by [`Pick::hash`] on a ring of virtual nodes.
 ///
-/// Each endpoint owns `weight × k` points on a 64-bit ring, the `i`-th at
-/// `xxh3(id, seed = i)`, where `k` (virtual nodes per unit of weight) is
-/// the power of two, possibly below 1, that makes the ring at least
-/// [`minimum_ring_size`](RingHashConfig::minimum_ring_size) and under
-/// twice that; it is scaled down to stay within
-/// [`maximum_ring_size`](RingHashConfig::maximum_ring_size) (at least one
-/// point per endpoint). An endpoint's points depend only on its id and
-/// `k`, and `k` only moves when the total weight crosses a power of two
-/// relative to the minimum, so adding or removing one of `n` equal
-/// endpoints remaps only the keys it owns, about `1/n`. Weights are the
+/// Each endpoint owns points on a 64-bit ring in proportion to its weight,
+/// the `i`-th at `splitmix64(xxh3(id) ^ splitmix64(i))`: the heaviest endpoint gets
+/// [`minimum_ring_size`](RingHashConfig::minimum_ring_size) points, every
+/// other `ceil(weight / heaviest × minimum_ring_size)`, so the ring holds
+/// at least the minimum; when the total would pass
+/// [`maximum_ring_size`](RingHashConfig::maximum_ring_size) every count is
+/// scaled down to fit (at least one point each). Weights are the
 /// configured [`Endpoint::weight`]s: slow start does not reshape the ring
 /// (that would remap keys at every step of the ramp).
+///
+/// An endpoint's points depend only on its id, its weight and the heaviest
+/// weight, never on how many endpoints there are, so removing one of `n`
+/// endpoints moves exactly its own keys (about `1/n`) and adding one takes
+/// keys only for itself. Differences from Envoy's `RING_HASH`: Envoy sizes
+/// the whole ring to `minimum_ring_size` and shares it out, so every
+/// change of the set rescales every endpoint's points and moves keys
+/// between endpoints that stay (at 64 endpoints and the default minimum,
+/// one removal moves about 10% of keys instead of 1.6%), and each endpoint
+/// gets only `minimum / n` points (uneven shares). The price here is a
+/// larger ring: `n × minimum_ring_size` points with equal weights (12
+/// bytes each; 64 endpoints, 768 KiB), within the maximum. Changing the
+/// heaviest weight, or a ring at its maximum, rescales as Envoy does.
 ///
 /// A pick mixes the key, finds the first point at or after it, and walks
 /// clockwise to the first routable endpoint: a key whose endpoint is
@@ -145,42 +156,26 @@ impl RingHash {
         self.hashes.len()
     }
 
-    /// The virtual nodes each occupied slot gets, by the rule in the type's
-    /// docs.
+    /// The points each occupied slot gets, by the rule in the type's docs.
     fn vnodes(&self, endpoints: &[Option<Endpoint<'_>>]) -> Vec<(usize, u64)> {
         let weights: Vec<(usize, u64)> = endpoints
             .iter()
             .enumerate()
             .filter_map(|(slot, e)| e.as_ref().map(|e| (slot, fixed_weight(e))))
             .collect();
-        let total: u64 = weights.iter().map(|&(_, w)| w).sum();
-        if total == 0 {
+        let Some(heaviest) = weights.iter().map(|&(_, w)| w).max() else {
             return weights;
-        }
-        let (min, max) = (
-            self.config.minimum_ring_size.max(1),
-            self.config.maximum_ring_size,
-        );
-        let mut counts: Vec<(usize, u64)> = if total >= min {
-            // k = 2^-s: the largest s with total / 2^s still ≥ min.
-            let mut s = 0;
-            while s < 63 && (total >> (s + 1)) >= min {
-                s += 1;
-            }
-            let round = (1u64 << s) - 1;
-            weights
-                .iter()
-                .map(|&(slot, w)| (slot, w.saturating_add(round) >> s))
-                .collect()
-        } else {
-            // k = 2^e: the smallest e with total · 2^e ≥ min.
-            let mut e = 0;
-            while (total << e) < min {
-                e += 1;
-            }
-            weights.iter().map(|&(slot, w)| (slot, w << e)).collect()
         };
+        let per_heaviest = u128::from(self.config.minimum_ring_size.max(1));
+        let mut counts: Vec<(usize, u64)> = weights
+            .iter()
+            .map(|&(slot, w)| {
+                let n = (u128::from(w) * per_heaviest).div_ceil(u128::from(heaviest));
+                (slot, n as u64)
+            })
+            .collect();
         let size: u64 = counts.iter().map(|&(_, c)| c).sum();
+        let max = self.config.maximum_ring_size.max(1);
         if size > max {
             for (_, c) in &mut counts {
                 *c = ((u128::from(*c) * u128::from(max) / u128::from(size)) as u64).max(1);
@@ -202,8 +197,12 @@ impl Strategy for RingHash {
             let Some(e) = endpoints[slot].as_ref() else {
                 continue;
             };
+            // Point i at splitmix(xxh3(id) ^ splitmix(i)): seeding xxh3 with
+            // i directly would collide short ids ("e10", "e11") whose
+            // seeds differ by a little.
+            let id = xxh3_64(e.id.as_bytes());
             for i in 0..count {
-                ring.push((xxh3_64_with_seed(e.id.as_bytes(), i), slot as u32));
+                ring.push((splitmix64(id ^ splitmix64(i)), slot as u32));
             }
         }
         ring.sort_unstable();
