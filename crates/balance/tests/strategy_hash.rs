@@ -240,7 +240,7 @@ fn worst_overload(s: &mut dyn Strategy, c: f64) -> f64 {
     let mut in_flight: Vec<usize> = Vec::new();
     let mut worst: f64 = 0.0;
     for _ in 0..20_000 {
-        let key = if sim.next_u64() % 2 == 0 {
+        let key = if sim.next_u64().is_multiple_of(2) {
             42
         } else {
             sim.next_u64()
