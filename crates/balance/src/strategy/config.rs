@@ -30,12 +30,13 @@ use super::{
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum StrategyConfig {
-    /// [`RoundRobin`].
-    RoundRobin,
-    /// [`SmoothWeightedRoundRobin`].
-    SmoothWeightedRoundRobin,
-    /// [`WeightedRandom`].
-    WeightedRandom,
+    /// [`RoundRobin`] (no settings; written `RoundRobin {}` in Rust so that
+    /// stray keys in the TOML are refused too).
+    RoundRobin {},
+    /// [`SmoothWeightedRoundRobin`] (no settings).
+    SmoothWeightedRoundRobin {},
+    /// [`WeightedRandom`] (no settings).
+    WeightedRandom {},
     /// [`LeastRequest`].
     LeastRequest(LeastRequestConfig),
     /// [`PowerOfTwoChoices`].
@@ -58,9 +59,9 @@ impl StrategyConfig {
     /// The `kind` as written in configuration (for logs and metric labels).
     pub fn kind(&self) -> &'static str {
         match self {
-            StrategyConfig::RoundRobin => "round_robin",
-            StrategyConfig::SmoothWeightedRoundRobin => "smooth_weighted_round_robin",
-            StrategyConfig::WeightedRandom => "weighted_random",
+            StrategyConfig::RoundRobin {} => "round_robin",
+            StrategyConfig::SmoothWeightedRoundRobin {} => "smooth_weighted_round_robin",
+            StrategyConfig::WeightedRandom {} => "weighted_random",
             StrategyConfig::LeastRequest(_) => "least_request",
             StrategyConfig::PowerOfTwoChoices(_) => "power_of_two_choices",
             StrategyConfig::RingHash(_) => "ring_hash",
@@ -80,9 +81,9 @@ impl StrategyConfig {
     /// Checks the settings, naming the first field refused.
     pub fn validate(&self) -> Result<(), ConfigError> {
         match self {
-            StrategyConfig::RoundRobin
-            | StrategyConfig::SmoothWeightedRoundRobin
-            | StrategyConfig::WeightedRandom => Ok(()),
+            StrategyConfig::RoundRobin {}
+            | StrategyConfig::SmoothWeightedRoundRobin {}
+            | StrategyConfig::WeightedRandom {} => Ok(()),
             StrategyConfig::LeastRequest(c) => c.validate(),
             StrategyConfig::PowerOfTwoChoices(c) => c.validate(),
             StrategyConfig::RingHash(c) => c.validate(),
@@ -93,9 +94,11 @@ impl StrategyConfig {
     /// A fresh strategy, or the first field refused.
     pub fn build(&self) -> Result<Box<dyn Strategy>, ConfigError> {
         Ok(match self {
-            StrategyConfig::RoundRobin => Box::new(RoundRobin::new()),
-            StrategyConfig::SmoothWeightedRoundRobin => Box::new(SmoothWeightedRoundRobin::new()),
-            StrategyConfig::WeightedRandom => Box::new(WeightedRandom::new()),
+            StrategyConfig::RoundRobin {} => Box::new(RoundRobin::new()),
+            StrategyConfig::SmoothWeightedRoundRobin {} => {
+                Box::new(SmoothWeightedRoundRobin::new())
+            }
+            StrategyConfig::WeightedRandom {} => Box::new(WeightedRandom::new()),
             StrategyConfig::LeastRequest(c) => Box::<LeastRequest>::new(c.build()?),
             StrategyConfig::PowerOfTwoChoices(c) => Box::<PowerOfTwoChoices>::new(c.build()?),
             StrategyConfig::RingHash(c) => Box::<RingHash>::new(c.build()?),
