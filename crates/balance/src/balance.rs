@@ -14,10 +14,10 @@ use metrics::{Counter, Gauge};
 use pin_project_lite::pin_project;
 use rampart_core::BoxError;
 use rampart_core::classify::{Classify, Outcome, ResultClassifier};
-use rampart_core::clock::{Origin, nanos};
+use rampart_core::clock::nanos;
 use rampart_core::metric_name;
 use rampart_core::metrics::{InstanceLabels, labels};
-use rampart_core::random::{SharedRng, fresh_seed};
+use rampart_core::random::{SharedRng, fresh_seed, splitmix64};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tokio::time::{Instant, Sleep};
@@ -27,6 +27,7 @@ use tower_service::Service;
 use crate::config::BalanceConfig;
 use crate::error::{DiscoverError, NoEndpoints, NoReadyEndpoint};
 use crate::handle::{BalanceHandle, EndpointEntry, EndpointStats};
+use crate::health::{OutlierDetector, PanicThreshold, SlowStart};
 use crate::strategy::{Endpoint, Loads, Pick, Strategy};
 
 /// A request's hash key, for the hash strategies.
@@ -59,6 +60,13 @@ where
     table_changed: bool,
     /// The earliest end of a `Retry-After` back-off, in nanoseconds.
     next_backoff_end: Option<u64>,
+    outlier: Option<OutlierDetector>,
+    slow_start: SlowStart,
+    panic: PanicThreshold,
+    /// The last routable set was every ready endpoint (too few healthy).
+    panic_mode: bool,
+    /// When the last slow-start ramp in progress ends.
+    ramp_ends: Option<Instant>,
 
     driven_tx: mpsc::UnboundedSender<Driven<D::Service>>,
     driven_rx: mpsc::UnboundedReceiver<Driven<D::Service>>,
@@ -73,7 +81,8 @@ where
 /// State the balancer shares with its response futures and handles.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    pub(crate) origin: Origin,
+    /// Where the nanosecond times (back-offs, latencies) count from.
+    pub(crate) origin: Instant,
     pub(crate) decay_ns: f64,
     penalty_ns: f64,
     /// Answers not yet applied to the endpoints' health.
@@ -83,6 +92,7 @@ pub(crate) struct Shared {
     pub(crate) table: Mutex<BTreeMap<Arc<str>, EndpointEntry>>,
     labels: InstanceLabels,
     endpoints_gauge: Gauge,
+    panic_gauge: Gauge,
     unavailable: [Counter; 2],
 }
 
@@ -104,6 +114,9 @@ struct Slot<K, S> {
     /// Out of rotation until then (nanoseconds of the origin), after an
     /// answer with `Retry-After`.
     backoff_until: u64,
+    /// Added or re-admitted after an ejection then: slow start counts from
+    /// here.
+    in_rotation_since: Instant,
 }
 
 enum ServiceState<S> {
@@ -133,6 +146,16 @@ impl<K, S> Drop for Slot<K, S> {
 }
 
 impl Shared {
+    /// Nanoseconds from the origin to `t`.
+    pub(crate) fn nanos_at(&self, t: Instant) -> u64 {
+        nanos(t.saturating_duration_since(self.origin))
+    }
+
+    /// Nanoseconds from the origin to now.
+    pub(crate) fn now_ns(&self) -> u64 {
+        self.nanos_at(Instant::now())
+    }
+
     pub(crate) fn lock_table(
         &self,
     ) -> std::sync::MutexGuard<'_, BTreeMap<Arc<str>, EndpointEntry>> {
@@ -161,9 +184,20 @@ where
         config: BalanceConfig,
     ) -> Result<Self, rampart_core::ConfigError> {
         config.validate()?;
+        let slow_start = config.slow_start.build()?;
+        let panic = config.panic_threshold;
         let (driven_tx, driven_rx) = mpsc::unbounded_channel();
         let seed = config.seed.unwrap_or_else(fresh_seed);
         let labels = InstanceLabels::new(config.name.clone());
+        let outlier = match &config.outlier {
+            Some(outlier) => Some(OutlierDetector::new(
+                outlier.clone(),
+                &config.name,
+                splitmix64(seed),
+                Instant::now(),
+            )?),
+            None => None,
+        };
         let unavailable = |reason: &'static str| {
             metrics::counter!(
                 metric_name!("balance", "unavailable_total"),
@@ -178,7 +212,7 @@ where
             hash: None,
             weight_of: |_| 1,
             shared: Arc::new(Shared {
-                origin: Origin::new(),
+                origin: Instant::now(),
                 decay_ns: nanos(config.decay) as f64,
                 penalty_ns: nanos(config.failure_penalty) as f64,
                 reports: Mutex::new(Vec::new()),
@@ -187,6 +221,7 @@ where
                     metric_name!("balance", "endpoints"),
                     labels.to_vec()
                 ),
+                panic_gauge: metrics::gauge!(metric_name!("balance", "panic"), labels.to_vec()),
                 unavailable: [unavailable("no_endpoints"), unavailable("none_ready")],
                 labels,
             }),
@@ -200,6 +235,11 @@ where
             routable_dirty: true,
             table_changed: true,
             next_backoff_end: None,
+            outlier,
+            slow_start,
+            panic,
+            panic_mode: false,
+            ramp_ends: None,
             driven_tx,
             driven_rx,
             rng: SharedRng::new(seed),
@@ -236,6 +276,11 @@ where
             routable_dirty: self.routable_dirty,
             table_changed: self.table_changed,
             next_backoff_end: self.next_backoff_end,
+            outlier: self.outlier,
+            slow_start: self.slow_start,
+            panic: self.panic,
+            panic_mode: self.panic_mode,
+            ramp_ends: self.ramp_ends,
             driven_tx: self.driven_tx,
             driven_rx: self.driven_rx,
             shared: self.shared,
@@ -318,8 +363,14 @@ where
             &self.shared.labels,
             &id,
             nanos(self.config.default_rtt) as f64,
-            self.shared.origin.nanos(),
+            self.shared.now_ns(),
         ));
+        let now = Instant::now();
+        if let Some(outlier) = &mut self.outlier
+            && let Err(e) = outlier.add(slot, now)
+        {
+            tracing::warn!(balancer = %self.config.name, endpoint = %key, error = %e, "endpoint not tracked by outlier detection");
+        }
         self.slots[slot] = Some(Slot {
             key: key.clone(),
             generation,
@@ -327,7 +378,9 @@ where
             service: ServiceState::Unpolled(service),
             stats: stats.clone(),
             backoff_until: 0,
+            in_rotation_since: now,
         });
+        self.start_ramp(now);
         self.shared
             .lock_table()
             .insert(id.clone(), EndpointEntry::new(stats, weight));
@@ -351,6 +404,12 @@ where
         // Dropping the slot aborts its driver; requests in flight keep
         // their own future and finish normally.
         self.slots[slot] = None;
+        if let Some(outlier) = &mut self.outlier {
+            let now = Instant::now();
+            for readmitted in outlier.remove(slot, now) {
+                self.readmit(readmitted, now);
+            }
+        }
         if let Some(view) = self.views[slot].take() {
             self.shared.lock_table().remove(&view.id);
         }
@@ -408,7 +467,7 @@ where
     }
 
     /// Applies the answers the response futures reported.
-    fn apply_reports(&mut self, now: u64) {
+    fn apply_reports(&mut self, at: Instant, now: u64) {
         let reports = std::mem::take(
             &mut *self
                 .shared
@@ -434,24 +493,129 @@ where
                 self.next_backoff_end = Some(self.next_backoff_end.map_or(until, |t| t.min(until)));
                 self.routable_dirty = true;
             }
-            let _ = report.outcome;
+            if let Some(outlier) = &mut self.outlier
+                && outlier.record(report.slot, report.outcome, at)
+            {
+                self.ejected(report.slot);
+            }
+        }
+        if let Some(outlier) = &mut self.outlier
+            && at >= outlier.next_evaluation()
+        {
+            let evaluation = outlier.evaluate(at);
+            for slot in evaluation.readmitted {
+                self.readmit(slot, at);
+            }
+            for ejection in evaluation.ejected {
+                self.ejected(ejection.slot);
+            }
         }
     }
 
+    /// The outlier detector ejected `slot`.
+    fn ejected(&mut self, slot: usize) {
+        self.routable_dirty = true;
+        self.sync_health(slot);
+    }
+
+    /// The outlier detector re-admitted `slot` at `now`: slow start begins.
+    fn readmit(&mut self, slot: usize, now: Instant) {
+        if let Some(Some(entry)) = self.slots.get_mut(slot) {
+            entry.in_rotation_since = now;
+            self.start_ramp(now);
+        }
+        self.routable_dirty = true;
+        self.sync_health(slot);
+    }
+
+    /// Copies `slot`'s ejection state to the handle's table.
+    fn sync_health(&self, slot: usize) {
+        let (Some(outlier), Some(Some(view))) = (&self.outlier, self.views.get(slot)) else {
+            return;
+        };
+        let Some(health) = outlier.health(slot) else {
+            return;
+        };
+        if let Some(e) = self.shared.lock_table().get_mut(&view.id) {
+            e.ejected_until = health.ejected_until.map(|t| self.shared.nanos_at(t));
+            e.ejections = health.ejections;
+        }
+    }
+
+    /// An endpoint entered rotation at `now`: its weight ramps up.
+    fn start_ramp(&mut self, now: Instant) {
+        if self.slow_start.is_ramping(now, now) {
+            let end = self.slow_start.ends_at(now);
+            self.ramp_ends = Some(self.ramp_ends.map_or(end, |e| e.max(end)));
+        }
+    }
+
+    /// Scales the weights of endpoints in slow start for `now`.
+    fn ramp_weights(&mut self, now: Instant) {
+        let Some(ends) = self.ramp_ends else { return };
+        let mut table = self.shared.lock_table();
+        for (entry, view) in self.slots.iter().zip(&mut self.views) {
+            let (Some(entry), Some(view)) = (entry, view) else {
+                continue;
+            };
+            let factor = self.slow_start.factor(entry.in_rotation_since, now);
+            let effective = f64::from(entry.weight) * factor;
+            if effective != view.effective_weight {
+                view.effective_weight = effective;
+                if let Some(e) = table.get_mut(&view.id) {
+                    e.effective_weight = effective;
+                }
+                self.table_changed = true;
+            }
+        }
+        if now >= ends {
+            self.ramp_ends = None;
+        }
+    }
+
+    /// The routable set: ready endpoints that are not backing off after a
+    /// `Retry-After` and not ejected, or, when fewer than the panic
+    /// threshold are not ejected, ejected ones too. (A back-off is always
+    /// honoured: the endpoint asked for it.)
     fn recompute_routable(&mut self, now: u64) {
         self.routable.clear();
         let mut next_end: Option<u64> = None;
+        let mut healthy = 0;
         for (slot, entry) in self.slots.iter().enumerate() {
             let Some(entry) = entry else { continue };
-            if !matches!(entry.service, ServiceState::Ready(_)) {
-                continue;
-            }
             if entry.backoff_until > now {
                 next_end =
                     Some(next_end.map_or(entry.backoff_until, |t| t.min(entry.backoff_until)));
-                continue;
             }
-            self.routable.push(slot);
+            let ejected = self.outlier.as_ref().is_some_and(|o| o.is_ejected(slot));
+            healthy += usize::from(!ejected);
+            if !ejected
+                && entry.backoff_until <= now
+                && matches!(entry.service, ServiceState::Ready(_))
+            {
+                self.routable.push(slot);
+            }
+        }
+        let panic = self.panic.in_panic(healthy, self.by_key.len());
+        if panic {
+            self.routable.clear();
+            for (slot, entry) in self.slots.iter().enumerate() {
+                if let Some(entry) = entry
+                    && entry.backoff_until <= now
+                    && matches!(entry.service, ServiceState::Ready(_))
+                {
+                    self.routable.push(slot);
+                }
+            }
+        }
+        if panic != self.panic_mode {
+            self.panic_mode = panic;
+            self.shared.panic_gauge.set(f64::from(u8::from(panic)));
+            if panic {
+                tracing::warn!(balancer = %self.config.name, healthy, endpoints = self.by_key.len(), "panic threshold: balancing across every endpoint");
+            } else {
+                tracing::info!(balancer = %self.config.name, "panic threshold: back to healthy endpoints only");
+            }
         }
         self.next_backoff_end = next_end;
         self.routable_dirty = false;
@@ -482,8 +646,9 @@ where
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.poll_discover(cx)?;
         self.collect_driven(cx);
-        let now = self.shared.origin.nanos();
-        self.apply_reports(now);
+        let at = Instant::now();
+        let now = self.shared.nanos_at(at);
+        self.apply_reports(at, now);
 
         // Poll the endpoints called since their last poll; one that is not
         // ready goes to a task that drives it, so it becomes ready even if
@@ -505,7 +670,17 @@ where
             match service.poll_ready(cx) {
                 Poll::Ready(Ok(())) => {
                     entry.service = ServiceState::Ready(service);
-                    self.routable_dirty = true;
+                    // Usually the endpoint just called, ready again: back
+                    // into the routable set without recomputing it.
+                    let backing_off = entry.backoff_until > now;
+                    let ejected = self.outlier.as_ref().is_some_and(|o| o.is_ejected(slot));
+                    if !self.routable_dirty
+                        && !backing_off
+                        && (!ejected || self.panic_mode)
+                        && let Err(i) = self.routable.binary_search(&slot)
+                    {
+                        self.routable.insert(i, slot);
+                    }
                 }
                 Poll::Pending => {
                     entry.service = ServiceState::Driving(drive::<_, Req>(
@@ -531,6 +706,7 @@ where
         if self.routable_dirty {
             self.recompute_routable(now);
         }
+        self.ramp_weights(at);
         if self.table_changed {
             self.strategy.update(&self.views);
             self.table_changed = false;
@@ -563,8 +739,12 @@ where
         // Wake at the deadline, or when a back-off ends, whichever is first.
         let mut deadline = started + self.config.max_wait;
         if let Some(end) = self.next_backoff_end {
-            let end = Instant::now() + Duration::from_nanos(end.saturating_sub(now));
+            let end = at + Duration::from_nanos(end.saturating_sub(now));
             deadline = deadline.min(end);
+        }
+        if let Some(outlier) = &self.outlier {
+            // an ejection may end, or an evaluation re-admit an endpoint
+            deadline = deadline.min(outlier.next_evaluation());
         }
         let timer = self
             .timer
@@ -583,7 +763,7 @@ where
         let hash = self.hash.as_ref().and_then(|h| h(&req));
         let loads = SlotLoads {
             slots: &self.slots,
-            now: self.shared.origin.nanos(),
+            now: self.shared.now_ns(),
             decay_ns: self.shared.decay_ns,
         };
         let picked = self.strategy.pick(&Pick {
@@ -622,7 +802,7 @@ where
                 shared: self.shared.clone(),
                 slot,
                 generation: entry.generation,
-                sent_at: self.shared.origin.nanos(),
+                sent_at: self.shared.now_ns(),
                 done: false,
             },
             self.classify.clone(),
@@ -710,7 +890,7 @@ struct InFlight {
 
 impl InFlight {
     fn answered(&mut self, outcome: Outcome, retry_after: Option<Duration>) {
-        let now = self.shared.origin.nanos();
+        let now = self.shared.now_ns();
         let mut rtt = now.saturating_sub(self.sent_at) as f64;
         if outcome == Outcome::Failure {
             rtt = rtt.max(self.shared.penalty_ns);

@@ -6,6 +6,8 @@ use rampart_core::ConfigError;
 use rampart_core::error::validate;
 use serde::Deserialize;
 
+use crate::health::{OutlierConfig, PanicThreshold, SlowStartConfig};
+
 /// The settings of a [`Balance`](crate::Balance).
 ///
 /// Deserializes from TOML with every field optional, durations as `"30ms"`
@@ -40,6 +42,9 @@ pub struct BalanceConfig {
     #[serde(with = "rampart_core::duration")]
     pub(crate) max_retry_after: Duration,
     pub(crate) seed: Option<u64>,
+    pub(crate) outlier: Option<OutlierConfig>,
+    pub(crate) panic_threshold: PanicThreshold,
+    pub(crate) slow_start: SlowStartConfig,
 }
 
 impl Default for BalanceConfig {
@@ -52,6 +57,9 @@ impl Default for BalanceConfig {
             failure_penalty: Duration::from_secs(1),
             max_retry_after: Duration::from_secs(30),
             seed: None,
+            outlier: None,
+            panic_threshold: PanicThreshold::default(),
+            slow_start: SlowStartConfig::default(),
         }
     }
 }
@@ -114,10 +122,39 @@ impl BalanceConfig {
         self
     }
 
+    /// Passive health: eject endpoints whose answers fail (consecutive
+    /// failures, a success rate below the fleet's, a failure percentage)
+    /// for a time that grows with repeated ejections. Off by default, as in
+    /// Envoy; `[outlier]` in TOML.
+    pub fn outlier(mut self, outlier: OutlierConfig) -> Self {
+        self.outlier = Some(outlier);
+        self
+    }
+
+    /// When fewer than this share of the endpoints are healthy (not
+    /// ejected, not backing off), balance across every ready endpoint
+    /// instead: a mostly-ejected pool would overload the few left.
+    /// Defaults to 50 %, as in Envoy.
+    pub fn panic_threshold(mut self, threshold: PanicThreshold) -> Self {
+        self.panic_threshold = threshold;
+        self
+    }
+
+    /// Ramps the weight of a new or re-admitted endpoint up over a window.
+    /// Off by default.
+    pub fn slow_start(mut self, slow_start: SlowStartConfig) -> Self {
+        self.slow_start = slow_start;
+        self
+    }
+
     /// Checks the settings, naming the first field at fault.
     pub fn validate(&self) -> Result<(), ConfigError> {
         validate::non_zero_duration("default_rtt", self.default_rtt)?;
         validate::non_zero_duration("decay", self.decay)?;
+        if let Some(outlier) = &self.outlier {
+            outlier.validate()?;
+        }
+        self.slow_start.validate()?;
         Ok(())
     }
 }

@@ -69,6 +69,10 @@ pub(crate) struct EndpointEntry {
     pub(crate) effective_weight: f64,
     /// Out of rotation until then (nanoseconds of the origin).
     pub(crate) backoff_until: u64,
+    /// Ejected by outlier detection until then (nanoseconds of the origin).
+    pub(crate) ejected_until: Option<u64>,
+    /// Times outlier detection ejected it.
+    pub(crate) ejections: u64,
 }
 
 impl EndpointEntry {
@@ -78,6 +82,8 @@ impl EndpointEntry {
             weight,
             effective_weight: f64::from(weight),
             backoff_until: 0,
+            ejected_until: None,
+            ejections: 0,
         }
     }
 }
@@ -98,6 +104,10 @@ pub struct EndpointStatus {
     pub latency: Duration,
     /// How long it stays out of rotation after a `Retry-After`, if it is.
     pub backing_off_for: Option<Duration>,
+    /// How long outlier detection keeps it ejected, if it is.
+    pub ejected_for: Option<Duration>,
+    /// How many times outlier detection ejected it.
+    pub ejections: u64,
 }
 
 /// Reads a balancer's endpoints from anywhere (an admin endpoint, a test).
@@ -114,7 +124,7 @@ impl BalanceHandle {
 
     /// Every endpoint in the set, by id.
     pub fn endpoints(&self) -> Vec<EndpointStatus> {
-        let now = self.shared.origin.nanos();
+        let now = self.shared.now_ns();
         self.shared
             .lock_table()
             .iter()
@@ -128,6 +138,11 @@ impl BalanceHandle {
                 ),
                 backing_off_for: (e.backoff_until > now)
                     .then(|| Duration::from_nanos(e.backoff_until - now)),
+                ejected_for: e
+                    .ejected_until
+                    .filter(|&until| until > now)
+                    .map(|until| Duration::from_nanos(until - now)),
+                ejections: e.ejections,
             })
             .collect()
     }
