@@ -1,12 +1,13 @@
 //! Turns the estimates of `cargo bench -p rampart-benches --bench layers`
 //! (or, with `--cache`, `--bench cache`; with `--discovery`, `--bench
-//! discovery`) into the markdown tables of
+//! discovery`; with `--balance`, `--bench balance`) into the markdown
+//! tables of
 //! `docs/benchmarks.md`: nanoseconds per call, overhead over the bare
 //! service, the ratios the targets are stated in, and whether each target
 //! is met.
 //!
 //! ```text
-//! cargo run -p rampart-benches --bin bench-report [--cache | --discovery] [CRITERION_DIR]
+//! cargo run -p rampart-benches --bin bench-report [--cache | --discovery | --balance] [CRITERION_DIR]
 //! ```
 //!
 //! `CRITERION_DIR` defaults to `$CARGO_TARGET_DIR/criterion`, or the
@@ -135,6 +136,19 @@ const DISCOVERY_GROUPS: &[(&str, &[&str])] = &[
     ),
 ];
 
+/// The groups of `--bench balance` (issue 6).
+const BALANCE_GROUPS: &[(&str, &[&str])] = &[(
+    "pick",
+    &[
+        "rampart_round_robin",
+        "rampart_swrr",
+        "rampart_p2c_ewma",
+        "tower_p2c_ewma",
+        "rampart_ring_hash",
+        "rampart_maglev",
+    ],
+)];
+
 /// Parts a bench may skip as a whole, each the functions of a group whose
 /// ids start with a prefix (`""`: the whole group). The bench says why when
 /// it skips one; the report marks it not measured instead of failing.
@@ -179,6 +193,8 @@ enum Bench {
     Cache,
     /// `--bench discovery`: [`DISCOVERY_GROUPS`].
     Discovery,
+    /// `--bench balance`: [`BALANCE_GROUPS`].
+    Balance,
 }
 
 impl Bench {
@@ -188,6 +204,7 @@ impl Bench {
             Self::Layers => GROUPS,
             Self::Cache => CACHE_GROUPS,
             Self::Discovery => DISCOVERY_GROUPS,
+            Self::Balance => BALANCE_GROUPS,
         }
     }
 
@@ -197,6 +214,7 @@ impl Bench {
             Self::Layers => "layers",
             Self::Cache => "cache",
             Self::Discovery => "discovery",
+            Self::Balance => "balance",
         }
     }
 
@@ -206,6 +224,7 @@ impl Bench {
             Self::Layers => render(figures),
             Self::Cache => render_cache(figures),
             Self::Discovery => render_discovery(figures),
+            Self::Balance => render_balance(figures),
         }
     }
 }
@@ -216,6 +235,8 @@ fn main() -> ExitCode {
         Bench::Cache
     } else if args.next_if(|a| a == "--discovery").is_some() {
         Bench::Discovery
+    } else if args.next_if(|a| a == "--balance").is_some() {
+        Bench::Balance
     } else {
         Bench::Layers
     };
@@ -633,6 +654,44 @@ fn render_discovery(figures: &Figures) -> String {
     out
 }
 
+/// The report of the `balance` bench (issue 6): every strategy beside
+/// tower's p2c on peak EWMA, and the one target.
+fn render_balance(figures: &Figures) -> String {
+    let ns = |function: &'static str| figures.get(&("pick", function)).map(|e| e.mean);
+    let vs_tower = |function: &'static str| match (ns(function), ns("tower_p2c_ewma")) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    };
+    let mut out = String::new();
+    render_groups(&mut out, figures, BALANCE_GROUPS);
+    let targets = [Target {
+        what: "`rampart_p2c_ewma` ÷ `tower_p2c_ewma` (ns/call)",
+        ratio: vs_tower("rampart_p2c_ewma"),
+        at_most: 1.2,
+    }];
+    render_targets(&mut out, "Balance target (issue 6)", &targets);
+    let informational = [
+        (
+            "`rampart_round_robin` ÷ `tower_p2c_ewma`",
+            vs_tower("rampart_round_robin"),
+        ),
+        (
+            "`rampart_swrr` ÷ `tower_p2c_ewma`",
+            vs_tower("rampart_swrr"),
+        ),
+        (
+            "`rampart_ring_hash` ÷ `tower_p2c_ewma`",
+            vs_tower("rampart_ring_hash"),
+        ),
+        (
+            "`rampart_maglev` ÷ `tower_p2c_ewma`",
+            vs_tower("rampart_maglev"),
+        ),
+    ];
+    render_informational(&mut out, &informational);
+    out
+}
+
 /// The table of ratios that have no target.
 fn render_informational(out: &mut String, ratios: &[(&str, Option<f64>)]) {
     let _ = writeln!(out, "### Other ratios (no target)\n");
@@ -813,6 +872,38 @@ mod tests {
             "{report}"
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn renders_the_balance_target() {
+        let figures: Figures = [
+            ("rampart_round_robin", 50.0),
+            ("rampart_swrr", 60.0),
+            ("rampart_p2c_ewma", 110.0), // 1.1 ≤ 1.2
+            ("tower_p2c_ewma", 100.0),
+            ("rampart_ring_hash", 70.0),
+            ("rampart_maglev", 65.0),
+        ]
+        .into_iter()
+        .map(|(f, mean)| (("pick", f), exactly(mean)))
+        .collect();
+        let report = render_balance(&figures);
+        assert!(
+            report.contains(
+                "| `rampart_p2c_ewma` ÷ `tower_p2c_ewma` (ns/call) | 1.100 | ≤ 1.2 | pass |"
+            ),
+            "{report}"
+        );
+        assert!(
+            report.contains("| `rampart_maglev` ÷ `tower_p2c_ewma` | 0.650 |"),
+            "{report}"
+        );
+        let err = load(&empty_dir("balance"), Bench::Balance).unwrap_err();
+        assert!(
+            err.contains("pick/tower_p2c_ewma/new/estimates.json"),
+            "{err}"
+        );
+        assert!(err.contains("6 of the bench's estimates"), "{err}");
     }
 
     #[test]
