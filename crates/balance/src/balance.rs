@@ -6,6 +6,7 @@ use std::fmt;
 use std::future::{Future, poll_fn};
 use std::hash::Hash;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -60,6 +61,8 @@ where
     table_changed: bool,
     /// The earliest end of a `Retry-After` back-off, in nanoseconds.
     next_backoff_end: Option<u64>,
+    /// Reports taken from `Shared::reports`, kept to reuse its capacity.
+    report_buf: Vec<Report>,
     outlier: Option<OutlierDetector>,
     slow_start: SlowStart,
     panic: PanicThreshold,
@@ -85,8 +88,14 @@ pub(crate) struct Shared {
     pub(crate) origin: Instant,
     pub(crate) decay_ns: f64,
     penalty_ns: f64,
-    /// Answers not yet applied to the endpoints' health.
+    /// Answers not yet applied to the endpoints' health: only those that
+    /// matter (every answer with outlier detection on; otherwise only
+    /// those with a `Retry-After`).
     reports: Mutex<Vec<Report>>,
+    /// `reports` may hold some: the balancer takes the lock only then.
+    has_reports: AtomicBool,
+    /// Outlier detection is on: every answer is reported.
+    report_all: bool,
     /// What a [`BalanceHandle`] reports, by endpoint id; updated on every
     /// change of the set, a weight or a health state (not per call).
     pub(crate) table: Mutex<BTreeMap<Arc<str>, EndpointEntry>>,
@@ -216,6 +225,8 @@ where
                 decay_ns: nanos(config.decay) as f64,
                 penalty_ns: nanos(config.failure_penalty) as f64,
                 reports: Mutex::new(Vec::new()),
+                has_reports: AtomicBool::new(false),
+                report_all: outlier.is_some(),
                 table: Mutex::new(BTreeMap::new()),
                 endpoints_gauge: metrics::gauge!(
                     metric_name!("balance", "endpoints"),
@@ -235,6 +246,7 @@ where
             routable_dirty: true,
             table_changed: true,
             next_backoff_end: None,
+            report_buf: Vec::new(),
             outlier,
             slow_start,
             panic,
@@ -276,6 +288,7 @@ where
             routable_dirty: self.routable_dirty,
             table_changed: self.table_changed,
             next_backoff_end: self.next_backoff_end,
+            report_buf: self.report_buf,
             outlier: self.outlier,
             slow_start: self.slow_start,
             panic: self.panic,
@@ -468,14 +481,17 @@ where
 
     /// Applies the answers the response futures reported.
     fn apply_reports(&mut self, at: Instant, now: u64) {
-        let reports = std::mem::take(
-            &mut *self
+        let mut reports = std::mem::take(&mut self.report_buf);
+        if self.shared.has_reports.load(Ordering::Acquire) {
+            let mut queued = self
                 .shared
                 .reports
                 .lock()
-                .unwrap_or_else(|p| p.into_inner()),
-        );
-        for report in reports {
+                .unwrap_or_else(|p| p.into_inner());
+            std::mem::swap(&mut *queued, &mut reports);
+            self.shared.has_reports.store(false, Ordering::Release);
+        }
+        for report in reports.drain(..) {
             let Some(Some(entry)) = self.slots.get_mut(report.slot) else {
                 continue;
             };
@@ -499,6 +515,7 @@ where
                 self.ejected(report.slot);
             }
         }
+        self.report_buf = reports;
         if let Some(outlier) = &mut self.outlier
             && at >= outlier.next_evaluation()
         {
@@ -761,9 +778,10 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let hash = self.hash.as_ref().and_then(|h| h(&req));
+        let now = self.shared.now_ns();
         let loads = SlotLoads {
             slots: &self.slots,
-            now: self.shared.now_ns(),
+            now,
             decay_ns: self.shared.decay_ns,
         };
         let picked = self.strategy.pick(&Pick {
@@ -802,7 +820,7 @@ where
                 shared: self.shared.clone(),
                 slot,
                 generation: entry.generation,
-                sent_at: self.shared.now_ns(),
+                sent_at: now,
                 done: false,
             },
             self.classify.clone(),
@@ -898,16 +916,20 @@ impl InFlight {
         if outcome != Outcome::Ignored {
             self.stats.load.observe(rtt, now, self.shared.decay_ns);
         }
-        self.shared
-            .reports
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Report {
+        if self.shared.report_all || retry_after.is_some() {
+            let mut reports = self
+                .shared
+                .reports
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            reports.push(Report {
                 slot: self.slot,
                 generation: self.generation,
                 outcome,
                 retry_after,
             });
+            self.shared.has_reports.store(true, Ordering::Release);
+        }
         self.stats.finish(Some(outcome));
         self.done = true;
     }
