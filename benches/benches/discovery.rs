@@ -35,7 +35,7 @@ use rampart_discovery::registry::{
 use tokio::runtime::Runtime;
 
 mod common;
-use common::{config, note, runtime, timed_calls};
+use common::{config, looped, note, runtime, timed_calls};
 
 /// Instances of the discovered service.
 const INSTANCES: usize = 16;
@@ -139,11 +139,11 @@ fn registry(c: &mut Criterion) {
     });
     let name = orders();
     group.bench_function("memory_discover", |b| {
-        b.iter(|| {
-            let found = rt
-                .block_on(memory.discover(black_box(&name)))
-                .expect("discover");
-            assert_eq!(black_box(found).instances.len(), INSTANCES);
+        b.iter_custom(|iters| {
+            rt.block_on(looped(iters, async || {
+                let found = memory.discover(black_box(&name)).await.expect("discover");
+                assert_eq!(black_box(found).instances.len(), INSTANCES);
+            }))
         });
     });
 
@@ -164,11 +164,11 @@ fn registry(c: &mut Criterion) {
     // registry stays the same size) and heartbeat its lease.
     let fresh = instance("shop/orders", INSTANCES);
     group.bench_function("memory_register_heartbeat", |b| {
-        b.iter(|| {
-            rt.block_on(async {
+        b.iter_custom(|iters| {
+            rt.block_on(looped(iters, async || {
                 let lease = memory.register(fresh.clone(), TTL).await.expect("register");
                 memory.heartbeat(black_box(lease)).await.expect("heartbeat");
-            });
+            }))
         });
     });
 
@@ -266,11 +266,11 @@ fn config_group(c: &mut Criterion) {
         }
     });
     group.bench_function("memory_get", |b| {
-        b.iter(|| {
-            let got = rt
-                .block_on(store.get(black_box("app/key500")))
-                .expect("get");
-            assert!(black_box(got).is_some());
+        b.iter_custom(|iters| {
+            rt.block_on(looped(iters, async || {
+                let got = store.get(black_box("app/key500")).await.expect("get");
+                assert!(black_box(got).is_some());
+            }))
         });
     });
     let map = RwLock::new(map);
@@ -296,14 +296,14 @@ fn config_group(c: &mut Criterion) {
     });
     let value = Bytes::from_static(CONFIG_VALUE.as_bytes());
     group.bench_function("memory_watch_fanout_1000", |b| {
-        b.iter(|| {
-            rt.block_on(async {
+        b.iter_custom(|iters| {
+            rt.block_on(looped(iters, async || {
                 store.put("app/limits", value.clone()).await.expect("put");
                 for w in &mut watchers {
                     let change = w.next().await.expect("a change");
                     black_box(change);
                 }
-            });
+            }))
         });
     });
     drop(watchers);
@@ -316,14 +316,14 @@ fn config_group(c: &mut Criterion) {
         (tx, receivers)
     };
     group.bench_function("tokio_watch_fanout_1000", |b| {
-        b.iter(|| {
-            rt.block_on(async {
+        b.iter_custom(|iters| {
+            rt.block_on(looped(iters, async || {
                 tx.send(Arc::new(value.clone())).expect("receivers live");
                 for rx in &mut receivers {
                     rx.changed().await.expect("a change");
                     black_box(rx.borrow_and_update().len());
                 }
-            });
+            }))
         });
     });
 

@@ -61,3 +61,13 @@ pub(crate) async fn timed_calls<F: Future<Output = ()>>(
     }
     total
 }
+
+/// The time `iters` calls take back to back (one clock reading at each
+/// end), for calls too short to time one by one.
+pub(crate) async fn looped(iters: u64, mut call: impl AsyncFnMut()) -> Duration {
+    let start = now();
+    for _ in 0..iters {
+        call().await;
+    }
+    start.elapsed()
+}
