@@ -7,7 +7,7 @@
 //! | [`DiscoverError`] | the discovery stream failed; the balancer cannot follow the set |
 //!
 //! Each is a distinct type: find it with `err.downcast_ref::<NoEndpoints>()`
-//! on the balancer's [`BoxError`](rampart_core::BoxError). The request was
+//! on the balancer's [`BoxError`]. The request was
 //! never sent, so each is safe to retry elsewhere.
 
 use std::fmt;

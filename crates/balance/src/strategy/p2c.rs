@@ -10,9 +10,9 @@ use super::{Endpoint, Pick, Strategy};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Load {
-    /// Requests sent and not yet answered ([`Endpoint::pending`]).
+    /// Requests sent and not yet answered ([`Pick::pending`]).
     Pending,
-    /// The peak-EWMA cost ([`Endpoint::cost`]: latency estimate with
+    /// The peak-EWMA cost ([`Pick::cost`]: latency estimate with
     /// failure penalties, scaled by pending), as tower's
     /// `PeakEwma` and linkerd do.
     #[default]
