@@ -20,6 +20,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod barrier;
 pub mod model;
 pub mod participant;
 pub mod store;
