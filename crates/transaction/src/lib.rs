@@ -3,7 +3,10 @@
 //!
 //! Work in progress (issue 7): the [`model`] of the log, the [`store`]
 //! interface every coordinator writes through (with an in-memory store for
-//! tests), and [`participant`] calls and their typed outcomes.
+//! tests), [`participant`] calls and their typed outcomes, and the
+//! participant-side [`barrier`] (SQLite and PostgreSQL through sqlx,
+//! features `sqlite` and `postgres`; Redis, feature `redis`). Not built
+//! yet: the coordinators and the SQL transaction store.
 //!
 //! ```
 //! use rampart_transaction::model::{BranchId, Op, TxId};
@@ -20,6 +23,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod barrier;
 pub mod model;
 pub mod participant;
 pub mod store;
