@@ -194,15 +194,9 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         let keyed = &self.layer.inner;
         let key = (keyed.key_fn)(&req);
-        let shared = match keyed.map.get(&key) {
-            Some(shared) => shared,
-            None => {
-                let labels = keyed.labels.with_key(key.to_string());
-                keyed
-                    .map
-                    .get_or_insert_with(key, || Shared::new(&lock(&keyed.config), labels))
-            }
-        };
+        let shared = keyed.map.get_or_build(key, &keyed.labels, |labels| {
+            Shared::new(&lock(&keyed.config), labels.clone())
+        });
         let permit = shared.acquire();
         ResponseFuture::start(
             &shared,

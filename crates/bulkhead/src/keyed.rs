@@ -74,16 +74,13 @@ where
     K: Hash + Eq + fmt::Display + Send + Sync + 'static,
 {
     fn instance(&self, key: K) -> Arc<Shared> {
-        if let Some(shared) = self.map.get(&key) {
-            return shared;
-        }
-        let labels = self.labels.with_key(key.to_string());
-        let limits = Limits {
-            max_concurrent: self.max_concurrent.load(Relaxed),
-            ..self.limits
-        };
-        self.map
-            .get_or_insert_with(key, || Arc::new(Shared::new(&self.name, limits, &labels)))
+        self.map.get_or_build(key, &self.labels, |labels| {
+            let limits = Limits {
+                max_concurrent: self.max_concurrent.load(Relaxed),
+                ..self.limits
+            };
+            Arc::new(Shared::new(&self.name, limits, labels))
+        })
     }
 }
 

@@ -24,6 +24,7 @@ use std::hash::Hash;
 use std::time::Duration;
 
 use crate::error::{ConfigError, validate};
+use crate::metrics::InstanceLabels;
 
 /// Bounds of a [`KeyedMap`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +98,25 @@ where
     /// callers for the same absent key run `init` once.
     pub fn get_or_insert_with(&self, key: K, init: impl FnOnce() -> V) -> V {
         self.cache.get_with(key, init)
+    }
+
+    /// The instance for `key`, built on first use by `build` from `labels`
+    /// with a `key` label added: the one way every keyed layer makes its
+    /// per-key instances (the labels are only formatted for a new key).
+    pub fn get_or_build(
+        &self,
+        key: K,
+        labels: &InstanceLabels,
+        build: impl FnOnce(&InstanceLabels) -> V,
+    ) -> V
+    where
+        K: fmt::Display,
+    {
+        if let Some(found) = self.cache.get(&key) {
+            return found;
+        }
+        let labels = labels.with_key(key.to_string());
+        self.cache.get_with(key, || build(&labels))
     }
 
     /// The instance for `key`, if present.

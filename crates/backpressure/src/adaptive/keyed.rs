@@ -66,12 +66,8 @@ where
     K: Hash + Eq + fmt::Display + Send + Sync + 'static,
 {
     fn instance(&self, key: K) -> Arc<Shared> {
-        if let Some(shared) = self.map.get(&key) {
-            return shared;
-        }
-        let labels = self.labels.with_key(key.to_string());
-        self.map.get_or_insert_with(key, || {
-            Arc::new(Shared::new(self.name.clone(), self.params, &labels))
+        self.map.get_or_build(key, &self.labels, |labels| {
+            Arc::new(Shared::new(self.name.clone(), self.params, labels))
         })
     }
 }

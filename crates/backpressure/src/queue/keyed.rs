@@ -240,24 +240,14 @@ where
     fn call(&mut self, request: Req) -> Self::Future {
         let key = (self.key)(&request);
         let state = &self.state;
-        let queue = match state.map.get(&key) {
-            Some(queue) => queue,
-            None => {
-                let labels = state.labels.with_key(key.to_string());
-                let inner = &self.inner;
-                state.map.get_or_insert_with(key, || {
-                    let shared = Arc::new(Shared::new(&state.config, &labels));
-                    KeyQueue {
-                        tx: worker::spawn(
-                            inner.clone(),
-                            shared.clone(),
-                            state.config.codel_value(),
-                        ),
-                        shared,
-                    }
-                })
+        let inner = &self.inner;
+        let queue = state.map.get_or_build(key, &state.labels, |labels| {
+            let shared = Arc::new(Shared::new(&state.config, labels));
+            KeyQueue {
+                tx: worker::spawn(inner.clone(), shared.clone(), state.config.codel_value()),
+                shared,
             }
-        };
+        });
         start(&queue.tx, &queue.shared, request, None)
     }
 }

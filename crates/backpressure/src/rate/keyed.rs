@@ -69,12 +69,8 @@ where
     K: Hash + Eq + fmt::Display + Send + Sync + 'static,
 {
     fn instance(&self, key: K) -> Arc<Shared> {
-        if let Some(shared) = self.map.get(&key) {
-            return shared;
-        }
-        let labels = self.labels.with_key(key.to_string());
-        self.map.get_or_insert_with(key, || {
-            let shared = self.config.shared(&labels);
+        self.map.get_or_build(key, &self.labels, |labels| {
+            let shared = self.config.shared(labels);
             shared.set_interval(Duration::from_nanos(self.interval.load(Relaxed)));
             Arc::new(shared)
         })
