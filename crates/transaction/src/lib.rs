@@ -24,6 +24,7 @@
 //! ```
 
 pub mod barrier;
+pub mod http;
 pub mod model;
 pub mod participant;
 pub mod store;
