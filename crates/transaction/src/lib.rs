@@ -20,6 +20,10 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod coordinator;
 pub mod model;
 pub mod participant;
+pub mod saga;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
