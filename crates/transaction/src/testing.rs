@@ -6,8 +6,9 @@
 //! coordinator on the same store runs recovery, and the harness checks the
 //! outcome.
 //!
-//! - [`CrashingStore`] wraps any [`TxStore`] and crashes the coordinator
-//!   right after its Nth durable write (`create` or `commit`) took effect.
+//! - [`FaultyStore::crash_after_write`] wraps any [`TxStore`] and crashes
+//!   the coordinator right after its Nth durable write (`create` or
+//!   `commit`) took effect.
 //! - [`Injector::wrap`] wraps any participant and crashes the coordinator
 //!   right after the Nth participant call took effect, before its result
 //!   is logged.
@@ -22,6 +23,8 @@
 //!   every action that may have run compensated (aborted), as logged. Your
 //!   `check` closure checks the participants' side (effects applied once,
 //!   no action after its compensation).
+//! - [`FaultyStore`] also switches outages and undecodable records on and
+//!   off, to test a store going away.
 //! - [`EffectLedger`] is a reference participant that records effects per
 //!   `(tx, branch, op)` idempotently, as a barrier would, counts
 //!   duplicates, refuses chosen steps, and checks itself against the log.
@@ -126,7 +129,7 @@ pub enum CrashPoint {
 // === impl Injector ===
 
 /// Wraps participants so that the coordinator crashes after the Nth call;
-/// shares its [`CrashSwitch`] with a [`CrashingStore`].
+/// shares its [`CrashSwitch`] with a [`FaultyStore`].
 #[derive(Debug, Clone)]
 pub struct Injector {
     switch: CrashSwitch,
@@ -172,29 +175,67 @@ impl Injector {
     }
 }
 
-// === impl CrashingStore ===
+// === impl FaultyStore ===
 
-/// A [`TxStore`] that crashes its coordinator right after the Nth durable
-/// write (`create` or `commit` that succeeded) and hangs every call once
-/// crashed.
+/// A [`TxStore`] wrapper with faults switched on and off by the test: the
+/// store down (every call fails [`StoreError::Unavailable`]), the next N
+/// commits failing, chosen transactions that do not decode
+/// ([`StoreError::Corrupt`] on load), and a crash of its coordinator right
+/// after the Nth durable write (`create` or `commit` that succeeded),
+/// after which every call hangs.
 #[derive(Debug)]
-pub struct CrashingStore {
+pub struct FaultyStore {
     inner: Arc<dyn TxStore>,
-    switch: CrashSwitch,
-    after_write: Option<u64>,
+    down: std::sync::atomic::AtomicBool,
+    failing_commits: AtomicU64,
+    corrupt: Mutex<BTreeSet<TxId>>,
+    failed: AtomicU64,
+    crash: Option<(CrashSwitch, u64)>,
     writes: AtomicU64,
 }
 
-impl CrashingStore {
-    /// Wraps `inner`, tripping `switch` after write `after_write` (never
-    /// if `None`).
-    pub fn new(inner: Arc<dyn TxStore>, switch: CrashSwitch, after_write: Option<u64>) -> Self {
+impl FaultyStore {
+    /// Wraps `inner`, with no fault on.
+    pub fn new(inner: Arc<dyn TxStore>) -> Self {
         Self {
             inner,
-            switch,
-            after_write,
+            down: false.into(),
+            failing_commits: AtomicU64::new(0),
+            corrupt: Mutex::default(),
+            failed: AtomicU64::new(0),
+            crash: None,
             writes: AtomicU64::new(0),
         }
+    }
+
+    /// Trips `switch` right after durable write `n` (1-based) took effect;
+    /// hangs every call once `switch` tripped (from here or elsewhere).
+    pub fn crash_after_write(mut self, switch: CrashSwitch, n: Option<u64>) -> Self {
+        self.crash = Some((switch, n.unwrap_or(0)));
+        self
+    }
+
+    /// Takes the store down (`true`) or brings it back.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+
+    /// Fails the next `n` commits with [`StoreError::Unavailable`].
+    pub fn fail_commits(&self, n: u64) {
+        self.failing_commits.store(n, Ordering::SeqCst);
+    }
+
+    /// Makes `id` fail to decode on load.
+    pub fn corrupt(&self, id: &TxId) {
+        self.corrupt
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id.clone());
+    }
+
+    /// Calls failed so far by a fault.
+    pub fn failed(&self) -> u64 {
+        self.failed.load(Ordering::SeqCst)
     }
 
     /// Durable writes so far.
@@ -202,43 +243,75 @@ impl CrashingStore {
         self.writes.load(Ordering::SeqCst)
     }
 
-    async fn guard<T>(&self, f: impl Future<Output = T>) -> T {
-        if self.switch.is_crashed() {
-            pending::<()>().await;
-        }
-        f.await
+    fn crashed(&self) -> bool {
+        self.crash.as_ref().is_some_and(|(s, _)| s.is_crashed())
     }
 
-    async fn write<T>(
+    fn check(&self, commit: bool) -> Result<(), StoreError> {
+        let failing = commit
+            && self
+                .failing_commits
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+        if failing || self.down.load(Ordering::SeqCst) {
+            self.failed.fetch_add(1, Ordering::SeqCst);
+            return Err(StoreError::Unavailable("injected: store down".into()));
+        }
+        Ok(())
+    }
+
+    /// Runs `f` unless a fault says otherwise; `write`: a durable write
+    /// (`Some(is a commit)`), counted toward the crash.
+    async fn guarded<T>(
         &self,
+        write: Option<bool>,
         f: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        let result = self.guard(f).await;
-        if result.is_ok() {
+        if self.crashed() {
+            pending::<()>().await;
+        }
+        self.check(write == Some(true))?;
+        let result = f.await;
+        if write.is_some() && result.is_ok() {
             let n = self.writes.fetch_add(1, Ordering::SeqCst) + 1;
-            if self.after_write == Some(n) {
-                self.switch.crash();
+            if let Some((switch, at)) = &self.crash
+                && *at == n
+            {
+                switch.crash();
             }
         }
-        if self.switch.is_crashed() {
+        if self.crashed() {
             pending::<()>().await;
         }
         result
     }
 }
 
-impl TxStore for CrashingStore {
+impl TxStore for FaultyStore {
     fn create<'a>(
         &'a self,
         tx: &'a TxRecord,
         owner: &'a str,
         lease: Duration,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(self.write(self.inner.create(tx, owner, lease)))
+        Box::pin(self.guarded(Some(false), self.inner.create(tx, owner, lease)))
     }
 
     fn load<'a>(&'a self, id: &'a TxId) -> BoxFuture<'a, Result<Option<TxRecord>, StoreError>> {
-        Box::pin(self.guard(self.inner.load(id)))
+        Box::pin(self.guarded(None, async move {
+            if self
+                .corrupt
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains(id)
+            {
+                return Err(StoreError::Corrupt {
+                    id: id.clone(),
+                    reason: "injected: the row does not decode".to_owned(),
+                });
+            }
+            self.inner.load(id).await
+        }))
     }
 
     fn commit<'a>(
@@ -247,7 +320,7 @@ impl TxStore for CrashingStore {
         expected_version: u64,
         write: Write,
     ) -> BoxFuture<'a, Result<u64, StoreError>> {
-        Box::pin(self.write(self.inner.commit(id, expected_version, write)))
+        Box::pin(self.guarded(Some(true), self.inner.commit(id, expected_version, write)))
     }
 
     fn claim<'a>(
@@ -256,7 +329,7 @@ impl TxStore for CrashingStore {
         lease: Duration,
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<TxId>, StoreError>> {
-        Box::pin(self.guard(self.inner.claim(owner, lease, limit)))
+        Box::pin(self.guarded(None, self.inner.claim(owner, lease, limit)))
     }
 
     fn renew<'a>(
@@ -265,7 +338,7 @@ impl TxStore for CrashingStore {
         owner: &'a str,
         lease: Duration,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
-        Box::pin(self.guard(self.inner.renew(id, owner, lease)))
+        Box::pin(self.guarded(None, self.inner.renew(id, owner, lease)))
     }
 
     fn release<'a>(
@@ -273,18 +346,18 @@ impl TxStore for CrashingStore {
         id: &'a TxId,
         owner: &'a str,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(self.guard(self.inner.release(id, owner)))
+        Box::pin(self.guarded(None, self.inner.release(id, owner)))
     }
 
     fn list<'a>(
         &'a self,
         filter: &'a TxFilter,
     ) -> BoxFuture<'a, Result<Vec<TxSummary>, StoreError>> {
-        Box::pin(self.guard(self.inner.list(filter)))
+        Box::pin(self.guarded(None, self.inner.list(filter)))
     }
 
     fn purge(&self, before: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
-        Box::pin(self.guard(self.inner.purge(before)))
+        Box::pin(self.guarded(None, self.inner.purge(before)))
     }
 }
 
@@ -435,11 +508,10 @@ impl CrashHarness {
             CrashPoint::AfterWrite(n) => (Some(n), None),
             CrashPoint::AfterCall(n) => (None, Some(n)),
         };
-        let store: Arc<dyn TxStore> = Arc::new(CrashingStore::new(
-            Arc::clone(&self.store),
-            switch.clone(),
-            after_write,
-        ));
+        let store: Arc<dyn TxStore> = Arc::new(
+            FaultyStore::new(Arc::clone(&self.store))
+                .crash_after_write(switch.clone(), after_write),
+        );
         let injector = Injector::new(switch.clone(), after_call);
         let first = {
             let doomed = self.coordinator(store, Some(&injector))?;
