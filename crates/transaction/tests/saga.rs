@@ -591,9 +591,8 @@ async fn a_store_down_longer_than_the_lease_interrupts_the_run_and_recovery_fini
         .unwrap_err();
     assert!(matches!(err, TxError::Interrupted { .. }), "{err}");
     faulty.set_down(false);
-    // the lease is held until it runs out (wall clock): the same coordinator's
-    // owner cannot claim it either; a second coordinator with its own owner
-    // finds it once the lease expired — here we hand it over by releasing it
+    // the lease stays until it runs out on the wall clock (paused time does
+    // not move it): stand in for that wait by releasing it
     faulty.release(&id, c.owner()).await.unwrap();
     let report = c.recover_once().await.unwrap();
     assert_eq!(report.committed, 1, "{report:?}");
@@ -736,7 +735,9 @@ async fn two_coordinators_never_both_drive_one_transaction() {
         }))
     };
     let lease = Duration::from_millis(200);
-    let a = Coordinator::new(Arc::clone(&store), config().owner("A").lease(lease))
+    // A reaches the store through a link the test can cut
+    let link = Arc::new(FaultyStore::new(Arc::clone(&store)));
+    let a = Coordinator::new(link.clone(), config().owner("A").lease(lease))
         .unwrap()
         .participant("p", gated.clone());
     let b = Coordinator::new(Arc::clone(&store), config().owner("B").lease(lease))
@@ -748,14 +749,18 @@ async fn two_coordinators_never_both_drive_one_transaction() {
         let (a, saga, id) = (a.clone(), saga.clone(), id.clone());
         tokio::spawn(async move { a.start_with_id(&saga, id, json!({})).await })
     };
-    // A holds the lease: B claims nothing
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    // A holds the lease, and keeps renewing it while it waits on b: B
+    // claims nothing, even after the lease's length
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(b.recover_once().await.unwrap().claimed, 0);
-    // A's lease runs out while it hangs in b: B takes over and finishes
+    // A loses the store: its lease runs out, B takes over and finishes
+    link.set_down(true);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let report = b.recover_once().await.unwrap();
     assert_eq!(report.committed, 1, "{report:?}");
-    // A wakes up; its next write meets B's version and it stops
+    // A gets the store back and its answer: its next write meets B's
+    // version (or B's lease) and it stops
+    link.set_down(false);
     gate.notify_one();
     let err = run_a.await.unwrap().unwrap_err();
     assert!(matches!(err, TxError::Interrupted { .. }), "{err}");

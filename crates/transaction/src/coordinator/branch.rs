@@ -11,7 +11,7 @@ use tracing::Instrument;
 
 use super::Inner;
 use super::log::{Halt, TxLog};
-use crate::model::{BranchId, BranchRecord, BranchState, Op, now_ms};
+use crate::model::{BranchId, BranchRecord, BranchState, Op, TxId, now_ms};
 use crate::participant::{Attempt, BranchCall};
 use crate::store::{TxUpdate, Write};
 
@@ -121,10 +121,8 @@ pub(crate) async fn call_branch(
         };
         let limit = left.map_or(spec.timeout, |l| l.min(spec.timeout));
         let span = tracing::info_span!("branch_call", branch = %spec.branch, op = %spec.op, attempt = total);
-        let outcome = match timeout(limit, participant.clone().oneshot(call))
-            .instrument(span)
-            .await
-        {
+        let answer = timeout(limit, participant.clone().oneshot(call)).instrument(span);
+        let outcome = match keep_lease(inner, &tx, answer).await {
             Ok(result) => Attempt::judge(result),
             Err(_) => Attempt::InDoubt(format!("no answer within {limit:?}")),
         };
@@ -185,6 +183,25 @@ async fn give_up(
         may_have_applied,
         error,
     })
+}
+
+/// Awaits `call`, renewing the lease on `tx` every third of the lease
+/// meanwhile, so that a slow participant does not hand the transaction to
+/// another coordinator. (A lost lease shows at the next write, whose
+/// version fence stops this run.)
+async fn keep_lease<F: std::future::Future>(inner: &Inner, tx: &TxId, call: F) -> F::Output {
+    let lease = inner.config.lease;
+    tokio::pin!(call);
+    loop {
+        tokio::select! {
+            out = &mut call => return out,
+            () = sleep(lease / 3) => {
+                if let Err(e) = inner.store.renew(tx, &inner.owner, lease).await {
+                    tracing::warn!(name = %inner.config.name, %tx, error = %e, "could not renew the lease during a branch call");
+                }
+            }
+        }
+    }
 }
 
 /// A call that did not succeed: in doubt if it may have applied, else
