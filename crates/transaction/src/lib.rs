@@ -1,9 +1,18 @@
 //! Distributed transactions for Tower services: saga, TCC, 2PC and 3PC
 //! coordinators embedded in the service, on a durable log.
 //!
-//! Work in progress (issue 7): the [`model`] of the log, the [`store`]
-//! interface every coordinator writes through (with an in-memory store for
-//! tests), and [`participant`] calls and their typed outcomes.
+//! | Piece | Where |
+//! |---|---|
+//! | the log's model: ids, states, ops, records | [`model`] |
+//! | the log interface, an in-memory store for tests | [`store`] |
+//! | participants, branch calls, typed outcomes | [`participant`] |
+//! | the coordinator: logged branch calls, retries, leases, recovery, parking, admin, metrics | [`coordinator`] |
+//! | sagas: DAG of steps, pivot, compensation in reverse order, global timeout | [`saga`] |
+//! | crash injection for your own participants and store (feature `testing`) | `testing` |
+//!
+//! Not built yet (issue 7): the SQL store (SQLite, PostgreSQL), the
+//! participant barrier, TCC, 2PC and 3PC engines, the HTTP adapter and
+//! admin router. Guide: `docs/transaction.md`.
 //!
 //! ```
 //! use rampart_transaction::model::{BranchId, Op, TxId};
