@@ -519,7 +519,7 @@ impl CrashHarness {
             tokio::select! {
                 biased;
                 () = switch.crashed() => None,
-                outcome = run => Some(outcome.map_err(|e| e.to_string())),
+                outcome = run => Some(outcome),
             }
             // the crashed coordinator and its future are dropped here
         };
@@ -529,11 +529,13 @@ impl CrashHarness {
             id: id.clone(),
             message,
         };
-        if let Some(Err(e)) = &first
-            && !e.contains("interrupted")
-        {
-            return Err(violated(format!("start failed: {e}")));
-        }
+        let first = match first {
+            // stopped midway (e.g. the store went away): recovery finishes it
+            Some(Err(e @ TxError::Interrupted { .. })) => Some(Err(e.to_string())),
+            Some(Err(e)) => return Err(violated(format!("start failed: {e}"))),
+            Some(Ok(outcome)) => Some(Ok(outcome)),
+            None => None,
+        };
         let recovery = self.coordinator(Arc::clone(&self.store), None)?;
         let give_up = now_ms() + crate::model::duration_ms(self.recovery_wait);
         let record = loop {

@@ -156,3 +156,37 @@ impl CoordinatorConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_settings_are_refused_naming_the_field() {
+        assert!(CoordinatorConfig::new().validate().is_ok());
+        let field = |c: CoordinatorConfig| c.validate().unwrap_err().field();
+        assert_eq!(
+            field(CoordinatorConfig::new().lease(Duration::ZERO)),
+            "lease"
+        );
+        assert_eq!(
+            field(CoordinatorConfig::new().max_attempts(0)),
+            "max_attempts"
+        );
+        assert_eq!(
+            field(CoordinatorConfig::new().recovery_batch(0)),
+            "recovery_batch"
+        );
+        assert_eq!(
+            field(CoordinatorConfig::new().recovery_interval(Duration::ZERO)),
+            "recovery_interval"
+        );
+        let inverted = Backoff::Exponential {
+            base: Duration::from_secs(2),
+            cap: Duration::from_secs(1),
+        };
+        assert_eq!(field(CoordinatorConfig::new().backoff(inverted)), "backoff");
+        let unknown = serde_json::from_str::<CoordinatorConfig>(r#"{ "leese": "1s" }"#);
+        assert!(unknown.is_err());
+    }
+}

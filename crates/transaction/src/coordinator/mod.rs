@@ -381,17 +381,15 @@ impl Coordinator {
     async fn drive(&self, record: TxRecord) -> Result<TxRecord, Halt> {
         let inner = &*self.inner;
         let span = tracing::info_span!("transaction", name = %inner.config.name, tx = %record.id, protocol = record.protocol.as_str());
-        let id = record.id.clone();
+        let (id, protocol) = (record.id.clone(), record.protocol);
         let result = async {
             match record.protocol {
                 Protocol::Saga => saga::engine::drive(inner, record).await,
-                other => {
-                    let reason = format!(
-                        "no {} engine in this coordinator (only saga is built so far)",
-                        other.as_str()
-                    );
-                    park(inner, record, reason).await
-                }
+                // left to a coordinator that has the engine: released below
+                other => Err(Halt::Lost(format!(
+                    "no {} engine in this coordinator",
+                    other.as_str()
+                ))),
             }
         }
         .instrument(span)
@@ -406,6 +404,9 @@ impl Coordinator {
             Err(halt) => {
                 inner.metrics.finished("interrupted");
                 tracing::warn!(name = %inner.config.name, tx = %id, reason = %halt.reason(), "run interrupted; recovery resumes it");
+                if protocol != Protocol::Saga {
+                    let _ = inner.store.release(&id, &inner.owner).await;
+                }
             }
         }
         result
