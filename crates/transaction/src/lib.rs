@@ -1,12 +1,18 @@
 //! Distributed transactions for Tower services: saga, TCC, 2PC and 3PC
 //! coordinators embedded in the service, on a durable log.
 //!
-//! Work in progress (issue 7): the [`model`] of the log, the [`store`]
-//! interface every coordinator writes through (with an in-memory store for
-//! tests), [`participant`] calls and their typed outcomes, and the
-//! participant-side [`barrier`] (SQLite and PostgreSQL through sqlx,
-//! features `sqlite` and `postgres`; Redis, feature `redis`). Not built
-//! yet: the coordinators and the SQL transaction store.
+//! | Piece | Where |
+//! |---|---|
+//! | the log's model: ids, states, ops, records | [`model`] |
+//! | the log interface, an in-memory store for tests | [`store`] |
+//! | participants, branch calls, typed outcomes; HTTP participants | [`participant`], [`http`] |
+//! | the coordinator: logged branch calls, retries, leases, recovery, parking, admin, metrics | [`coordinator`] |
+//! | sagas: DAG of steps, pivot, compensation in reverse order, global timeout | [`saga`] |
+//! | the participant barrier: SQLite and PostgreSQL (features `sqlite`, `postgres`, on by default), Redis (feature `redis`) | [`barrier`] |
+//! | crash injection for your own participants and store (feature `testing`) | `testing` |
+//!
+//! Not built yet (issue 7): the SQL store (SQLite, PostgreSQL), TCC, 2PC
+//! and 3PC engines, and the admin router. Guide: `docs/transaction.md`.
 //!
 //! ```
 //! use rampart_transaction::model::{BranchId, Op, TxId};
@@ -24,7 +30,11 @@
 //! ```
 
 pub mod barrier;
+pub mod coordinator;
 pub mod http;
 pub mod model;
 pub mod participant;
+pub mod saga;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;

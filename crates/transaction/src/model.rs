@@ -62,6 +62,14 @@ impl BranchId {
     }
 }
 
+/// So that maps keyed by branch id (a saga's outputs) can be read with a
+/// plain `&str`: `outputs["reserve"]`.
+impl std::borrow::Borrow<str> for BranchId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Display for BranchId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

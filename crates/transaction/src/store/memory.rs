@@ -49,27 +49,7 @@ impl MemoryTxStore {
         }
         let tx = &mut entry.tx;
         let now = now_ms();
-        if let Some(update) = write.tx {
-            if let Some(state) = update.state {
-                tx.state = state;
-            }
-            if let Some(decision) = update.decision {
-                tx.decision.get_or_insert(decision);
-            }
-            if let Some(reason) = update.reason {
-                tx.reason = reason;
-            }
-        }
-        for branch in write.branches {
-            match tx
-                .branches
-                .iter_mut()
-                .find(|b| b.branch == branch.branch && b.op == branch.op)
-            {
-                Some(old) => *old = branch,
-                None => tx.branches.push(branch),
-            }
-        }
+        write.apply_to(tx);
         tx.version += 1;
         tx.updated_at = now;
         Ok(tx.version)

@@ -52,6 +52,34 @@ pub struct Write {
     pub branches: Vec<BranchRecord>,
 }
 
+impl Write {
+    /// Applies the write to `tx` as a store does (the decision is never
+    /// changed once made), except for the version and timestamps.
+    pub(crate) fn apply_to(self, tx: &mut TxRecord) {
+        if let Some(update) = self.tx {
+            if let Some(state) = update.state {
+                tx.state = state;
+            }
+            if let Some(decision) = update.decision {
+                tx.decision.get_or_insert(decision);
+            }
+            if let Some(reason) = update.reason {
+                tx.reason = reason;
+            }
+        }
+        for branch in self.branches {
+            match tx
+                .branches
+                .iter_mut()
+                .find(|b| b.branch == branch.branch && b.op == branch.op)
+            {
+                Some(old) => *old = branch,
+                None => tx.branches.push(branch),
+            }
+        }
+    }
+}
+
 /// Which transactions [`TxStore::list`] returns.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TxFilter {
