@@ -1,4 +1,7 @@
-//! Helpers shared by the barrier tests.
+//! Helpers shared by the transaction tests.
+#![allow(dead_code, unreachable_pub)]
+
+pub mod crash_suite;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
