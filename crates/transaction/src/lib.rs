@@ -3,7 +3,9 @@
 //!
 //! Work in progress (issue 7): the [`model`] of the log, the [`store`]
 //! interface every coordinator writes through (with an in-memory store for
-//! tests), and [`participant`] calls and their typed outcomes.
+//! tests, and `store::SqlTxStore` on SQLite or PostgreSQL, features
+//! `sqlite` and `postgres`; see `docs/transaction.md`), and [`participant`]
+//! calls and their typed outcomes.
 //!
 //! ```
 //! use rampart_transaction::model::{BranchId, Op, TxId};

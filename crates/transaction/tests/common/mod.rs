@@ -198,40 +198,24 @@ pub async fn branch_upsert_keeps_order(store: &dyn TxStore) {
 }
 
 pub async fn claim_renew_release(store: &dyn TxStore) {
-    // Other tests share the store on some backends: only look at ours.
+    // Only look at ours, in case a backend shares the store.
     let held = id("held");
     let free = id("free");
     let done = id("done");
     let parked = id("parked");
     let base = 1_000; // old, so these come before anything else in the store
-    store
-        .create(&tx(&held, TxState::Running, base), "a", LONG)
-        .await
-        .unwrap();
-    store
-        .create(
-            &tx(&free, TxState::Committing, base + 1),
-            "a",
-            Duration::ZERO,
-        )
-        .await
-        .unwrap();
-    store
-        .create(
-            &tx(&done, TxState::Committed, base + 2),
-            "a",
-            Duration::ZERO,
-        )
-        .await
-        .unwrap();
-    store
-        .create(
-            &tx(&parked, TxState::NeedsIntervention, base + 3),
-            "a",
-            Duration::ZERO,
-        )
-        .await
-        .unwrap();
+    let setup = [
+        (&held, TxState::Running, LONG),
+        (&free, TxState::Committing, Duration::ZERO),
+        (&done, TxState::Committed, Duration::ZERO),
+        (&parked, TxState::NeedsIntervention, Duration::ZERO),
+    ];
+    for (i, (id, state, lease)) in setup.into_iter().enumerate() {
+        store
+            .create(&tx(id, state, base + i as u64), "a", lease)
+            .await
+            .unwrap();
+    }
 
     let ours = |ids: Vec<TxId>| -> Vec<TxId> {
         ids.into_iter()
