@@ -4,15 +4,15 @@
 //! | Piece | Where |
 //! |---|---|
 //! | the log's model: ids, states, ops, records | [`model`] |
-//! | the log interface, an in-memory store for tests | [`store`] |
+//! | the log interface; `SqlTxStore` on SQLite or PostgreSQL (group commit, leased recovery); an in-memory store for tests | [`store`] |
 //! | participants, branch calls, typed outcomes; HTTP participants | [`participant`], [`http`] |
 //! | the coordinator: logged branch calls, retries, leases, recovery, parking, admin, metrics | [`coordinator`] |
 //! | sagas: DAG of steps, pivot, compensation in reverse order, global timeout | [`saga`] |
 //! | the participant barrier: SQLite and PostgreSQL (features `sqlite`, `postgres`, on by default), Redis (feature `redis`) | [`barrier`] |
 //! | crash injection for your own participants and store (feature `testing`) | `testing` |
 //!
-//! Not built yet (issue 7): the SQL store (SQLite, PostgreSQL), TCC, 2PC
-//! and 3PC engines, and the admin router. Guide: `docs/transaction.md`.
+//! Not built yet (issue 7): the TCC, 2PC and 3PC engines and the admin
+//! router. Guide: `docs/transaction.md`.
 //!
 //! ```
 //! use rampart_transaction::model::{BranchId, Op, TxId};

@@ -15,8 +15,12 @@
 //! when its lease runs out.
 
 mod memory;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub mod sql;
 
 pub use memory::MemoryTxStore;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use sql::{ConnectError, SqlStoreConfig, SqlTxStore, WriteStats};
 
 use std::fmt;
 use std::future::Future;
