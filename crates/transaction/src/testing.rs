@@ -192,6 +192,7 @@ pub struct FaultyStore {
     failed: AtomicU64,
     crash: Option<(CrashSwitch, u64)>,
     writes: AtomicU64,
+    write_delay: Duration,
 }
 
 impl FaultyStore {
@@ -205,6 +206,7 @@ impl FaultyStore {
             failed: AtomicU64::new(0),
             crash: None,
             writes: AtomicU64::new(0),
+            write_delay: Duration::ZERO,
         }
     }
 
@@ -223,6 +225,14 @@ impl FaultyStore {
     /// Fails the next `n` commits with [`StoreError::Unavailable`].
     pub fn fail_commits(&self, n: u64) {
         self.failing_commits.store(n, Ordering::SeqCst);
+    }
+
+    /// Makes every durable write (`create`, `commit`) first wait `delay` on
+    /// the tokio clock, as a real database does: a coordinator must make
+    /// progress whatever its store's writes take.
+    pub fn delay_writes(mut self, delay: Duration) -> Self {
+        self.write_delay = delay;
+        self
     }
 
     /// Makes `id` fail to decode on load.
@@ -271,6 +281,9 @@ impl FaultyStore {
             pending::<()>().await;
         }
         self.check(write == Some(true))?;
+        if write.is_some() && !self.write_delay.is_zero() {
+            tokio::time::sleep(self.write_delay).await;
+        }
         let result = f.await;
         if write.is_some() && result.is_ok() {
             let n = self.writes.fetch_add(1, Ordering::SeqCst) + 1;

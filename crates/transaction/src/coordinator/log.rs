@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::Poll;
 
 use tokio::time::{Instant, sleep};
@@ -33,12 +34,24 @@ impl Halt {
     }
 }
 
+/// A clone of the record `published` holds.
+pub(crate) fn read(published: &std::sync::Mutex<TxRecord>) -> TxRecord {
+    published
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
+}
+
 /// One transaction as this coordinator drives it.
 #[derive(Debug)]
 pub(crate) struct TxLog<'c> {
     inner: &'c Inner,
     pub(crate) record: TxRecord,
     renewed: Option<Instant>,
+    /// A copy of `record` as last written, readable without this log's
+    /// (async) lock: a reader that awaited that lock while the futures
+    /// queued for it are not being polled would wait forever.
+    published: Arc<std::sync::Mutex<TxRecord>>,
 }
 
 impl<'c> TxLog<'c> {
@@ -46,9 +59,16 @@ impl<'c> TxLog<'c> {
     pub(crate) fn new(inner: &'c Inner, record: TxRecord) -> Self {
         Self {
             inner,
+            published: Arc::new(std::sync::Mutex::new(record.clone())),
             record,
             renewed: Some(Instant::now()),
         }
+    }
+
+    /// The record as last written, shared: read it with [`read`], never
+    /// awaiting anything.
+    pub(crate) fn published(&self) -> Arc<std::sync::Mutex<TxRecord>> {
+        Arc::clone(&self.published)
     }
 
     /// Applies `write` to the log (fenced by the version last written) and
@@ -84,6 +104,10 @@ impl<'c> TxLog<'c> {
                     write.apply_to(&mut self.record);
                     self.record.version = version;
                     self.record.updated_at = now_ms();
+                    *self
+                        .published
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = self.record.clone();
                     return Ok(());
                 }
                 Err(StoreError::Unavailable(e)) => {

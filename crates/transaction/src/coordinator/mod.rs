@@ -53,7 +53,7 @@ pub use config::CoordinatorConfig;
 pub use error::TxError;
 
 pub(crate) use branch::{BranchSpec, CallEnd, call_branch};
-pub(crate) use log::{Halt, Pending, TxLog, next_done};
+pub(crate) use log::{Halt, Pending, TxLog, next_done, read};
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;

@@ -2,6 +2,7 @@
 //! was just started or is recovered.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -10,7 +11,7 @@ use tokio::time::Instant;
 
 use super::{Graph, PlanRequest, SagaPlan};
 use crate::coordinator::{
-    BranchSpec, CallEnd, Halt, Inner, Pending, TxLog, call_branch, next_done, park,
+    BranchSpec, CallEnd, Halt, Inner, Pending, TxLog, call_branch, next_done, park, read,
 };
 use crate::model::{BranchId, BranchState, Decision, Op, TxRecord, TxState, now_ms};
 use crate::saga::Saga;
@@ -57,6 +58,7 @@ pub(crate) async fn drive(inner: &Inner, record: TxRecord) -> Result<TxRecord, H
         .deadline
         .map(|d| Instant::now() + Duration::from_millis(d.saturating_sub(now_ms())));
     let state = record.state;
+    let log = TxLog::new(inner, record);
     let run = Run {
         inner,
         saga: inner.saga(&plan.saga),
@@ -65,7 +67,8 @@ pub(crate) async fn drive(inner: &Inner, record: TxRecord) -> Result<TxRecord, H
         deps,
         after_pivot,
         deadline,
-        log: Mutex::new(TxLog::new(inner, record)),
+        published: log.published(),
+        log: Mutex::new(log),
     };
     match state {
         TxState::Running | TxState::Committing => run.forward().await,
@@ -101,11 +104,16 @@ struct Run<'c> {
     after_pivot: Vec<bool>,
     deadline: Option<Instant>,
     log: Mutex<TxLog<'c>>,
+    /// The record as last written (see [`TxLog::published`]).
+    published: Arc<std::sync::Mutex<TxRecord>>,
 }
 
 impl Run<'_> {
+    /// The record as last written. Never waits for the log's lock: the
+    /// steps running alongside may be queued for it, and they only move
+    /// while the caller polls them.
     async fn snapshot(&self) -> TxRecord {
-        self.log.lock().await.record.clone()
+        read(&self.published)
     }
 
     fn action_state(&self, record: &TxRecord, i: usize) -> Option<BranchState> {
