@@ -12,17 +12,12 @@ mod common;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use common::crash_suite::{pivot_path, refusal_path, success_path};
+use common::{postgres_store, postgres_url};
 use rampart_transaction::model::TxId;
-use rampart_transaction::store::{SqlStoreConfig, SqlTxStore, TxStore};
+use rampart_transaction::store::{SqlStoreConfig, TxStore};
 use sqlx::Connection;
-
-fn postgres_url() -> String {
-    std::env::var("RAMPART_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
 
 /// A SQLite file of its own, removed with its directory on drop.
 struct SqliteFile(PathBuf);
@@ -63,18 +58,7 @@ impl Schema {
 
 async fn postgres(test: &str) -> (Arc<dyn TxStore>, Schema) {
     let schema = format!("crash_{test}_{}", &TxId::generate().as_str()[..12]);
-    let store: SqlTxStore = match SqlStoreConfig::new(postgres_url())
-        .schema(&schema)
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-    {
-        Ok(store) => store,
-        Err(e) => panic!(
-            "PostgreSQL at {} unreachable ({e}): start it with scripts/services.sh",
-            postgres_url()
-        ),
-    };
+    let store = postgres_store(&schema).await;
     (Arc::new(store), Schema(schema))
 }
 

@@ -10,17 +10,12 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{Fixture, id, tx};
+use common::{Fixture, id, postgres_store, postgres_url, tx};
 use rampart_transaction::model::{TxId, TxState};
 use rampart_transaction::store::{
     ConnectError, SqlStoreConfig, SqlTxStore, StoreError, TxStore, Write,
 };
 use sqlx::Connection;
-
-fn url() -> String {
-    std::env::var("RAMPART_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
 
 /// A schema name unique to this test and run.
 fn schema(test: &str) -> String {
@@ -28,24 +23,8 @@ fn schema(test: &str) -> String {
     format!("rt_{test}_{}", &TxId::generate().as_str()[..12])
 }
 
-async fn open(schema: &str) -> SqlTxStore {
-    match SqlStoreConfig::new(url())
-        .schema(schema)
-        .pool_size(4)
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-    {
-        Ok(store) => store,
-        Err(e) => panic!(
-            "PostgreSQL at {} unreachable ({e}): start it with scripts/services.sh",
-            url()
-        ),
-    }
-}
-
 async fn raw(sql: String) {
-    let mut conn = sqlx::PgConnection::connect(&url())
+    let mut conn = sqlx::PgConnection::connect(&postgres_url())
         .await
         .unwrap_or_else(|e| {
             panic!("PostgreSQL unreachable ({e}): start it with scripts/services.sh")
@@ -63,7 +42,7 @@ async fn drop_schema(schema: &str) {
 
 async fn store(test: &'static str) -> Fixture {
     let schema = schema(test);
-    let store = open(&schema).await;
+    let store = postgres_store(&schema).await;
     let mut fixture = Fixture::new(store.clone());
     fixture.cleanup = Some(Box::pin(async move {
         store.close().await;
@@ -77,7 +56,7 @@ conformance!(super::store);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_pools_claiming_at_once_get_disjoint_sets_and_take_over_expired_leases() {
     let schema = schema("claim_race");
-    let (a, b) = (open(&schema).await, open(&schema).await);
+    let (a, b) = (postgres_store(&schema).await, postgres_store(&schema).await);
     let ids: Vec<TxId> = (0..60).map(|i| id(&format!("race{i}"))).collect();
     for (i, id) in ids.iter().enumerate() {
         a.create(
@@ -136,7 +115,7 @@ async fn two_pools_claiming_at_once_get_disjoint_sets_and_take_over_expired_leas
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_commits_share_transactions() {
     let schema = schema("group");
-    let store = open(&schema).await;
+    let store = postgres_store(&schema).await;
     let ids: Vec<TxId> = (0..64).map(|i| id(&format!("g{i}"))).collect();
     for id in &ids {
         store
@@ -159,7 +138,7 @@ async fn concurrent_commits_share_transactions() {
     let (batches, writes) = (stats.batches - before.batches, stats.writes - before.writes);
     assert_eq!(writes, 64);
     assert!(batches < writes, "{batches} batches for {writes} writes");
-    let other = open(&schema).await; // another pool sees them all
+    let other = postgres_store(&schema).await; // another pool sees them all
     for id in &ids {
         assert_eq!(other.load(id).await.unwrap().unwrap().version, 2);
     }
@@ -171,7 +150,7 @@ async fn concurrent_commits_share_transactions() {
 #[tokio::test]
 async fn corrupt_rows_newer_schemas_and_reopen() {
     let schema = schema("corrupt");
-    let store = open(&schema).await;
+    let store = postgres_store(&schema).await;
     let bad = TxId::new(format!("bad-{}", TxId::generate())).unwrap();
     store
         .create(&tx(&bad, TxState::Running, 1), "a", Duration::ZERO)
@@ -190,13 +169,17 @@ async fn corrupt_rows_newer_schemas_and_reopen() {
     }
     store.close().await;
     // reopening migrates nothing twice
-    let again = open(&schema).await;
+    let again = postgres_store(&schema).await;
     again.close().await;
     raw(format!(
         "INSERT INTO \"{schema}\".rampart_tx_migrations VALUES (2, 'future', 0)"
     ))
     .await;
-    match SqlStoreConfig::new(url()).schema(&schema).connect().await {
+    match SqlStoreConfig::new(postgres_url())
+        .schema(&schema)
+        .connect()
+        .await
+    {
         Err(ConnectError::SchemaTooNew { found, known }) => assert_eq!((found, known), (2, 1)),
         other => panic!("expected SchemaTooNew, got {other:?}"),
     }

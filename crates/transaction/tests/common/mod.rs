@@ -3,6 +3,32 @@
 
 pub mod crash_suite;
 
+/// The PostgreSQL the tests use: `RAMPART_POSTGRES_URL`, default
+/// `postgres://postgres@127.0.0.1:5432/test` (scripts/services.sh).
+pub fn postgres_url() -> String {
+    std::env::var("RAMPART_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// A store on that PostgreSQL in `schema` (created if missing); fails the
+/// test, naming the script that starts it, when it is unreachable.
+#[cfg(feature = "postgres")]
+pub async fn postgres_store(schema: &str) -> rampart_transaction::store::SqlTxStore {
+    match rampart_transaction::store::SqlStoreConfig::new(postgres_url())
+        .schema(schema)
+        .pool_size(4)
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .connect()
+        .await
+    {
+        Ok(store) => store,
+        Err(e) => panic!(
+            "PostgreSQL at {} unreachable ({e}): start it with scripts/services.sh",
+            postgres_url()
+        ),
+    }
+}
+
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// A name no other test (or concurrent run) uses: `test_pid_n_nanos`.
