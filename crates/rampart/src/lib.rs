@@ -17,6 +17,7 @@
 //! | `backpressure` | `rampart-backpressure` | bounded queue (global or per key) with CoDel and early shedding, GCRA rate limiting (global and per key), adaptive concurrency limit (AIMD, Vegas, Gradient2) |
 //! | `discovery` | `rampart-discovery` | service registry (memory) with leases, self-preservation and a `tower::discover` adapter; config center (memory, file) with versions, watches, typed values, gray release |
 //! | `balance` | `rampart-balance` | a balancer following a `Discover` stream: round robin, smooth weighted round robin, weighted random, least request, p2c on pending or peak-EWMA, ring hash and Maglev (with bounded load); outlier ejection, panic threshold, slow start; `Retry-After` back-off |
+//! | `transaction` | `rampart-transaction` | saga coordinator on a durable log (SQLite, PostgreSQL) that survives crashes, participant barrier, HTTP participants, crash-injection harness (TCC, 2PC, 3PC to come) |
 //! | `cache` | `rampart-cache` | local tier on moka, Redis tier with near-cache invalidation, single-flight loads, stale-while-revalidate, bloom filter and negative cache, HTTP adapter |
 //!
 //! A stack: a bulkhead bounds how many calls wait on a dependency, and a
@@ -60,6 +61,8 @@ pub use rampart_cache as cache;
 
 #[cfg(feature = "balance")]
 pub use rampart_balance as balance;
+#[cfg(feature = "transaction")]
+pub use rampart_transaction as transaction;
 #[cfg(feature = "discovery")]
 pub use rampart_discovery as discovery;
 
