@@ -54,63 +54,7 @@
 //! ```
 
 use crate::model::Protocol;
-use crate::phased::{Definition, DefinitionBuilder};
 
 pub use crate::phased::{Branch, DefinitionError};
 
-/// Builds a [`Tcc`]: see [`Tcc::builder`].
-#[derive(Debug, Clone)]
-pub struct TccBuilder {
-    def: DefinitionBuilder,
-}
-
-impl TccBuilder {
-    /// Adds a branch (try, confirm, cancel).
-    pub fn branch(mut self, branch: Branch) -> Self {
-        self.def.branch(branch);
-        self
-    }
-
-    /// Tries the branches one after the other, in the order added,
-    /// stopping at the first that fails (the later ones are never tried,
-    /// so never cancelled). Defaults to all at once.
-    pub fn sequential(mut self) -> Self {
-        self.def.sequential();
-        self
-    }
-
-    /// Checks the definition: a valid name and branch ids, at least one
-    /// branch, unique ids, timeouts longer than zero, participant names
-    /// not empty.
-    pub fn build(self) -> Result<Tcc, DefinitionError> {
-        Ok(Tcc {
-            def: self.def.build(Protocol::Tcc)?,
-        })
-    }
-}
-
-/// A checked TCC definition: build one with [`Tcc::builder`]. Cheap to
-/// clone.
-#[derive(Debug, Clone)]
-pub struct Tcc {
-    pub(crate) def: Definition,
-}
-
-impl Tcc {
-    /// A TCC definition named `name` (logged in its plan).
-    pub fn builder(name: impl Into<String>) -> TccBuilder {
-        TccBuilder {
-            def: DefinitionBuilder::new(name.into()),
-        }
-    }
-
-    /// Its name.
-    pub fn name(&self) -> &str {
-        self.def.name()
-    }
-
-    /// The plan as written into the log.
-    pub fn plan_value(&self) -> serde_json::Value {
-        self.def.plan_value()
-    }
-}
+crate::phased::definition!(Tcc, TccBuilder, Protocol::Tcc, "TCC", "Tries");

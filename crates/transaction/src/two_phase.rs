@@ -51,63 +51,13 @@
 //! ```
 
 use crate::model::Protocol;
-use crate::phased::{Definition, DefinitionBuilder};
 
 pub use crate::phased::{Branch, DefinitionError};
 
-/// Builds a [`TwoPhase`]: see [`TwoPhase::builder`].
-#[derive(Debug, Clone)]
-pub struct TwoPhaseBuilder {
-    def: DefinitionBuilder,
-}
-
-impl TwoPhaseBuilder {
-    /// Adds a branch (prepare, commit, rollback).
-    pub fn branch(mut self, branch: Branch) -> Self {
-        self.def.branch(branch);
-        self
-    }
-
-    /// Prepares the branches one after the other, in the order added,
-    /// stopping at the first that fails (the later ones are never
-    /// prepared, so never rolled back). Defaults to all at once.
-    pub fn sequential(mut self) -> Self {
-        self.def.sequential();
-        self
-    }
-
-    /// Checks the definition: a valid name and branch ids, at least one
-    /// branch, unique ids, timeouts longer than zero, participant names
-    /// not empty.
-    pub fn build(self) -> Result<TwoPhase, DefinitionError> {
-        Ok(TwoPhase {
-            def: self.def.build(Protocol::TwoPhase)?,
-        })
-    }
-}
-
-/// A checked 2PC definition: build one with [`TwoPhase::builder`]. Cheap
-/// to clone.
-#[derive(Debug, Clone)]
-pub struct TwoPhase {
-    pub(crate) def: Definition,
-}
-
-impl TwoPhase {
-    /// A 2PC definition named `name` (logged in its plan).
-    pub fn builder(name: impl Into<String>) -> TwoPhaseBuilder {
-        TwoPhaseBuilder {
-            def: DefinitionBuilder::new(name.into()),
-        }
-    }
-
-    /// Its name.
-    pub fn name(&self) -> &str {
-        self.def.name()
-    }
-
-    /// The plan as written into the log.
-    pub fn plan_value(&self) -> serde_json::Value {
-        self.def.plan_value()
-    }
-}
+crate::phased::definition!(
+    TwoPhase,
+    TwoPhaseBuilder,
+    Protocol::TwoPhase,
+    "2PC",
+    "Prepares"
+);

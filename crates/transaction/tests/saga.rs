@@ -6,12 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rampart_core::testing::TestRecorder;
-use rampart_retry::Backoff;
-use rampart_transaction::coordinator::{Coordinator, CoordinatorConfig, TxError};
+use rampart_transaction::coordinator::{Coordinator, TxError};
 use rampart_transaction::model::{BranchState, Op, Protocol, TxId, TxRecord, TxState, now_ms};
 use rampart_transaction::participant::{BranchCall, BranchError, participant};
 use rampart_transaction::saga::{Saga, SagaError, Step};
-use rampart_transaction::store::{MemoryTxStore, StoreError, TxFilter, TxStore};
+use rampart_transaction::store::{StoreError, TxFilter, TxStore};
 use rampart_transaction::testing::{EffectLedger, FaultyStore};
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -19,16 +18,7 @@ use tokio::time::Instant;
 #[path = "common/script.rs"]
 mod script;
 
-use script::Script;
-
-fn config() -> CoordinatorConfig {
-    CoordinatorConfig::new()
-        .name("test")
-        .max_attempts(3)
-        .backoff(Backoff::Constant {
-            delay: Duration::from_millis(100),
-        })
-}
+use script::{Script, config, coordinator, memory};
 
 /// The parked transactions, through the admin list.
 async fn parked(c: &Coordinator) -> Vec<rampart_transaction::store::TxSummary> {
@@ -37,16 +27,6 @@ async fn parked(c: &Coordinator) -> Vec<rampart_transaction::store::TxSummary> {
         ..TxFilter::default()
     };
     c.list(&filter).await.unwrap()
-}
-
-fn coordinator(store: Arc<dyn TxStore>, script: &Script) -> Coordinator {
-    Coordinator::new(store, config())
-        .unwrap()
-        .participant("p", script.participant())
-}
-
-fn memory() -> Arc<dyn TxStore> {
-    Arc::new(MemoryTxStore::new())
 }
 
 fn chain(names: &[&str]) -> Saga {

@@ -8,34 +8,13 @@ mod script;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rampart_retry::Backoff;
 use rampart_transaction::coordinator::{Coordinator, CoordinatorConfig, TxError};
 use rampart_transaction::model::{BranchId, BranchState, Decision, Op, TxId, TxState};
 use rampart_transaction::participant::BranchError;
-use rampart_transaction::store::{MemoryTxStore, TxStore};
 use rampart_transaction::tcc::{Branch, DefinitionError, Tcc};
 use rampart_transaction::testing::{CrashHarness, CrashPoint, EffectLedger};
-use script::Script;
+use script::{Script, config, coordinator, memory};
 use serde_json::{Value, json};
-
-fn config() -> CoordinatorConfig {
-    CoordinatorConfig::new()
-        .name("test")
-        .max_attempts(3)
-        .backoff(Backoff::Constant {
-            delay: Duration::from_millis(100),
-        })
-}
-
-fn coordinator(store: Arc<dyn TxStore>, script: &Script) -> Coordinator {
-    Coordinator::new(store, config())
-        .unwrap()
-        .participant("p", script.participant())
-}
-
-fn memory() -> Arc<dyn TxStore> {
-    Arc::new(MemoryTxStore::new())
-}
 
 /// Branches `a`, `b`, `c` on participant `p`.
 fn abc(sequential: bool) -> Tcc {

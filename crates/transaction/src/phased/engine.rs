@@ -18,7 +18,7 @@ use super::{Definition, Ops, PhasedPlan};
 use crate::coordinator::{
     BranchSpec, CallEnd, Halt, Inner, Pending, TxLog, call_branch, next_done, park, read,
 };
-use crate::model::{BranchId, BranchState, Decision, TxRecord, TxState};
+use crate::model::{BranchId, BranchState, Decision, Op, TxRecord, TxState};
 use crate::saga::PlanRequest;
 use crate::store::{TxUpdate, Write};
 
@@ -99,7 +99,7 @@ impl Run<'_> {
         read(&self.published)
     }
 
-    fn state(&self, record: &TxRecord, i: usize, op: crate::model::Op) -> Option<BranchState> {
+    fn state(&self, record: &TxRecord, i: usize, op: Op) -> Option<BranchState> {
         record
             .branch(&self.plan.branches[i].id, op)
             .map(|b| b.state)
@@ -159,25 +159,8 @@ impl Run<'_> {
                 build(&record.input, &outputs)
             }
         };
-        let spec = BranchSpec {
-            branch: &branch.id,
-            op: self.ops.first,
-            participant: &branch.participant,
-            request,
-            timeout: Duration::from_millis(branch.timeout_ms),
-            deadline: None,
-            on_success: None,
-        };
-        let op = self.ops.first;
-        Ok(match call_branch(self.inner, &self.log, spec).await? {
-            CallEnd::Succeeded(_) => End::Done,
-            CallEnd::Refused(e) => {
-                End::Failed(format!("{op} of branch {} refused: {e}", branch.id))
-            }
-            CallEnd::GaveUp { error, .. } => {
-                End::Failed(format!("{op} of branch {}: {error}", branch.id))
-            }
-        })
+        self.call(i, self.ops.first, &branch.participant, request)
+            .await
     }
 
     /// Logs `decision` (unless it is logged already), then runs phase two
@@ -270,6 +253,13 @@ impl Run<'_> {
                 })
             }
         };
+        self.call(i, op, participant, request).await
+    }
+
+    /// Calls branch `i` with `op` through the coordinator's logged,
+    /// retried branch call.
+    async fn call(&self, i: usize, op: Op, participant: &str, request: Value) -> Result<End, Halt> {
+        let branch = &self.plan.branches[i];
         let spec = BranchSpec {
             branch: &branch.id,
             op,

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::model::{BranchId, InvalidId, Op, Protocol, duration_ms};
-use crate::saga::{PlanRequest, RequestFn};
+use crate::saga::{PlanRequest, Request, RequestFn};
 
 /// One branch of a TCC or 2PC transaction: a participant called in both
 /// phases (with [`Op::Try`], [`Op::Confirm`], [`Op::Cancel`] for TCC;
@@ -27,13 +27,6 @@ pub struct Branch {
     undo: Option<String>,
     timeout: Duration,
     request: Request,
-}
-
-#[derive(Clone)]
-enum Request {
-    Input,
-    Value(Value),
-    Build(Arc<RequestFn>),
 }
 
 impl fmt::Debug for Branch {
@@ -100,6 +93,69 @@ impl Branch {
         self
     }
 }
+
+/// Defines a protocol's definition type and its builder over
+/// [`DefinitionBuilder`]: `definition!(Tcc, TccBuilder, Protocol::Tcc,
+/// "TCC", "Tries")`.
+macro_rules! definition {
+    ($def:ident, $builder:ident, $protocol:expr, $what:literal, $verb:literal) => {
+        #[doc = concat!("Builds a [`", stringify!($def), "`]: see [`", stringify!($def), "::builder`].")]
+        #[derive(Debug, Clone)]
+        pub struct $builder {
+            def: $crate::phased::DefinitionBuilder,
+        }
+
+        impl $builder {
+            /// Adds a branch.
+            pub fn branch(mut self, branch: $crate::phased::Branch) -> Self {
+                self.def.branch(branch);
+                self
+            }
+
+            #[doc = concat!($verb, " the branches one after the other, in the order added, stopping at the first that fails (the later ones are never reached, so never undone). Defaults to all at once.")]
+            pub fn sequential(mut self) -> Self {
+                self.def.sequential();
+                self
+            }
+
+            /// Checks the definition: a valid name and branch ids, at
+            /// least one branch, unique ids, timeouts longer than zero,
+            /// participant names not empty.
+            pub fn build(self) -> Result<$def, $crate::phased::DefinitionError> {
+                Ok($def {
+                    def: self.def.build($protocol)?,
+                })
+            }
+        }
+
+        #[doc = concat!("A checked ", $what, " definition: build one with [`", stringify!($def), "::builder`]. Cheap to clone.")]
+        #[derive(Debug, Clone)]
+        pub struct $def {
+            pub(crate) def: $crate::phased::Definition,
+        }
+
+        impl $def {
+            #[doc = concat!("A ", $what, " definition named `name` (logged in its plan).")]
+            pub fn builder(name: impl Into<String>) -> $builder {
+                $builder {
+                    def: $crate::phased::DefinitionBuilder::new(name.into()),
+                }
+            }
+
+            /// Its name.
+            pub fn name(&self) -> &str {
+                self.def.name()
+            }
+
+            /// The plan as written into the log.
+            pub fn plan_value(&self) -> serde_json::Value {
+                self.def.plan_value()
+            }
+        }
+    };
+}
+
+pub(crate) use definition;
 
 /// An invalid TCC or 2PC definition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,8 +238,8 @@ impl DefinitionBuilder {
             if b.participant.is_empty() || empty(&b.commit) || empty(&b.undo) {
                 return Err(DefinitionError::EmptyParticipant(b.id.clone()));
             }
-            if let Request::Build(f) = &b.request {
-                builders.push((id.clone(), Arc::clone(f)));
+            if let Some(f) = b.request.builder() {
+                builders.push((id.clone(), f));
             }
             plan_branches.push(PlanBranch {
                 id,
@@ -191,11 +247,7 @@ impl DefinitionBuilder {
                 commit: b.commit.clone().unwrap_or_else(|| b.participant.clone()),
                 undo: b.undo.clone().unwrap_or_else(|| b.participant.clone()),
                 timeout_ms: duration_ms(b.timeout),
-                request: match &b.request {
-                    Request::Input => PlanRequest::Input,
-                    Request::Value(v) => PlanRequest::Value { value: v.clone() },
-                    Request::Build(_) => PlanRequest::Builder,
-                },
+                request: b.request.plan(),
             });
         }
         let plan = PhasedPlan {

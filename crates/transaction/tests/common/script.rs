@@ -7,7 +7,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rampart_retry::Backoff;
+use rampart_transaction::coordinator::{Coordinator, CoordinatorConfig};
 use rampart_transaction::participant::{BranchCall, BranchError, Participant, participant};
+use rampart_transaction::store::{MemoryTxStore, TxStore};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -83,4 +86,26 @@ impl Script {
     pub(crate) fn count(&self, key: &str) -> u32 {
         self.counts.lock().unwrap().get(key).copied().unwrap_or(0)
     }
+}
+
+/// The behaviour tests' coordinator settings: 3 attempts, 100 ms apart.
+pub(crate) fn config() -> CoordinatorConfig {
+    CoordinatorConfig::new()
+        .name("test")
+        .max_attempts(3)
+        .backoff(Backoff::Constant {
+            delay: Duration::from_millis(100),
+        })
+}
+
+/// A coordinator on `store` with `script` as participant `p`.
+pub(crate) fn coordinator(store: Arc<dyn TxStore>, script: &Script) -> Coordinator {
+    Coordinator::new(store, config())
+        .unwrap()
+        .participant("p", script.participant())
+}
+
+/// A fresh memory store.
+pub(crate) fn memory() -> Arc<dyn TxStore> {
+    Arc::new(MemoryTxStore::new())
 }
