@@ -23,11 +23,13 @@
 //!   [`run_recovery`](Coordinator::run_recovery)) claims active
 //!   transactions whose lease is free or expired and drives each to a
 //!   terminal state from the log alone (a branch logged `Sent` is in
-//!   doubt). A transaction whose record does not decode is parked in
+//!   doubt; a TCC or 2PC transaction with no logged decision is aborted:
+//!   presumed abort). A transaction whose record does not decode is parked in
 //!   [`NeedsIntervention`](TxState::NeedsIntervention) with the reason,
 //!   and the others go on.
 //! - **Parking.** What cannot finish by itself (a compensation that keeps
-//!   failing, a step past a saga's pivot that keeps failing) is parked in
+//!   failing, a step past a saga's pivot that keeps failing, a TCC confirm
+//!   or cancel, a 2PC commit or rollback that keeps failing) is parked in
 //!   `NeedsIntervention` with the reason: never dropped, never retried
 //!   forever in silence. The admin calls ([`resume`](Coordinator::resume),
 //!   [`force_compensate`](Coordinator::force_compensate),
@@ -605,7 +607,9 @@ impl Coordinator {
     /// Re-drives a parked ([`NeedsIntervention`](TxState::NeedsIntervention))
     /// transaction where it stopped: forward if it had not decided,
     /// compensating if it had decided to abort, forward past the pivot if
-    /// it had passed it. The attempt counts start afresh. Returns its
+    /// it had passed it. A TCC or 2PC transaction goes on with the phase
+    /// two of its logged decision (one parked before deciding is aborted:
+    /// presumed abort). The attempt counts start afresh. Returns its
     /// record after this coordinator's next recovery round (which claims
     /// it; should another coordinator claim it first, that one drives it).
     pub async fn resume(&self, id: &TxId) -> Result<TxRecord, TxError> {
@@ -626,8 +630,10 @@ impl Coordinator {
     }
 
     /// Compensates a transaction that has not passed the point of no
-    /// return (no commit decision, e.g. a saga before its pivot): running
-    /// or parked. A coordinator running it stops at its next write. Returns
+    /// return (no commit decision, e.g. a saga before its pivot, a TCC or
+    /// 2PC transaction before its decision; TCC cancels and 2PC rolls back
+    /// every branch that may have run): running or parked. A coordinator
+    /// running it stops at its next write. Returns
     /// the record after this coordinator's next recovery round.
     pub async fn force_compensate(&self, id: &TxId) -> Result<TxRecord, TxError> {
         let record = self.inspect(id).await?;
