@@ -9,10 +9,11 @@ mod script;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rampart_transaction::coordinator::{Coordinator, CoordinatorConfig};
+use rampart_transaction::coordinator::{Coordinator, CoordinatorConfig, TxError};
 use rampart_transaction::model::{Decision, Op, TxId, TxState};
 use rampart_transaction::participant::{BranchCall, BranchError, participant};
-use rampart_transaction::testing::{CrashHarness, CrashPoint, EffectLedger};
+use rampart_transaction::store::TxStore;
+use rampart_transaction::testing::{CrashHarness, CrashPoint, EffectLedger, FaultyStore};
 use rampart_transaction::two_phase::{Branch, TwoPhase};
 use script::{Script, config, coordinator, memory};
 use serde_json::{Value, json};
@@ -242,4 +243,39 @@ async fn a_rollback_failing_past_the_limit_parks_and_keeps_answering_abort() {
         c.decision(&outcome.id).await.unwrap(),
         Some(Decision::Abort)
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_store_down_during_the_prepares_interrupts_and_recovery_rolls_back_without_re_preparing()
+{
+    let faulty = Arc::new(FaultyStore::new(memory()));
+    let script = Script::new({
+        let faulty = Arc::clone(&faulty);
+        move |call, _| {
+            if call.branch.as_str() == "a" && call.op == Op::Prepare {
+                faulty.set_down(true);
+            }
+            (Duration::ZERO, Ok(Value::Null))
+        }
+    });
+    let c = Coordinator::new(faulty.clone(), config().lease(Duration::from_secs(2)))
+        .unwrap()
+        .participant("p", script.participant());
+    let id = TxId::new("2pc-down").unwrap();
+    let err = c
+        .start_two_phase_with_id(&abc(true), id.clone(), json!({}))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TxError::Interrupted { .. }), "{err}");
+    faulty.set_down(false);
+    // undecided while the transaction waits for recovery
+    assert_eq!(c.decision(&id).await.unwrap(), None);
+    // the lease runs out on the wall clock: stand in for that wait
+    faulty.release(&id, c.owner()).await.unwrap();
+    let report = c.recover_once().await.unwrap();
+    assert_eq!(report.aborted, 1, "{report:?}");
+    // a's prepare (its result never logged) is rolled back, never re-sent;
+    // b and c were never prepared
+    assert_eq!(script.calls(), ["a:prepare", "a:rollback"]);
+    assert_eq!(c.decision(&id).await.unwrap(), Some(Decision::Abort));
 }
