@@ -8,11 +8,12 @@
 //! | participants, branch calls, typed outcomes; HTTP participants | [`participant`], [`http`] |
 //! | the coordinator: logged branch calls, retries, leases, recovery, parking, admin, metrics | [`coordinator`] |
 //! | sagas: DAG of steps, pivot, compensation in reverse order, global timeout | [`saga`] |
+//! | TCC: try all, log the decision, confirm all or cancel what was tried | [`tcc`] |
+//! | 2PC: prepare all, log the decision, commit or roll back all; presumed abort | [`two_phase`] |
 //! | the participant barrier: SQLite and PostgreSQL (features `sqlite`, `postgres`, on by default), Redis (feature `redis`) | [`barrier`] |
 //! | crash injection for your own participants and store (feature `testing`) | `testing` |
 //!
-//! Not built yet (issue 7): the TCC, 2PC and 3PC engines and the admin
-//! router. Guide: `docs/transaction.md`.
+//! Not built yet (issue 7): the 3PC engine and the admin router. Guide: `docs/transaction.md`.
 //!
 //! ```
 //! use rampart_transaction::model::{BranchId, Op, TxId};
@@ -34,7 +35,10 @@ pub mod coordinator;
 pub mod http;
 pub mod model;
 pub mod participant;
+mod phased;
 pub mod saga;
 pub mod store;
+pub mod tcc;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod two_phase;

@@ -15,19 +15,23 @@
 //! - After a crash, every call through the wrappers hangs for ever, so
 //!   nothing more happens in the dead coordinator's name (its other
 //!   parallel calls included).
-//! - [`CrashHarness::sweep`] runs a saga once for every N (writes, then
+//! - [`CrashHarness::sweep`] runs a saga ([`CrashHarness::new`]), a TCC
+//!   ([`CrashHarness::tcc`]) or a 2PC transaction
+//!   ([`CrashHarness::two_phase`]) once for every N (writes, then
 //!   participant calls) until a run completes without crashing, and
 //!   checks, after recovery, that the transaction reached exactly one
 //!   terminal state (`Committed` or `Aborted`, and a further recovery
-//!   round changes nothing), with every action succeeded (committed) or
-//!   every action that may have run compensated (aborted), as logged. Your
-//!   `check` closure checks the participants' side (effects applied once,
-//!   no action after its compensation).
+//!   round changes nothing), with every action / try / prepare succeeded
+//!   (and, TCC and 2PC, confirmed / committed) when committed, or every
+//!   one that may have run compensated / cancelled / rolled back when
+//!   aborted, as logged. Your `check` closure checks the participants'
+//!   side (effects applied once, no action after its compensation).
 //! - [`FaultyStore`] also switches outages and undecodable records on and
 //!   off, to test a store going away.
 //! - [`EffectLedger`] is a reference participant that records effects per
 //!   `(tx, branch, op)` idempotently, as a barrier would, counts
-//!   duplicates, refuses chosen steps, and checks itself against the log.
+//!   duplicates, refuses chosen steps (their action, try or prepare), and
+//!   checks itself against the log (any protocol).
 //!
 //! Nothing here depends on the memory store: run it on the SQL store too.
 //!
@@ -70,10 +74,13 @@ use tokio::sync::watch;
 use tower::ServiceExt;
 
 use crate::coordinator::{Coordinator, CoordinatorConfig, TxError, TxOutcome};
-use crate::model::{BranchId, BranchState, Op, TxId, TxRecord, TxState, now_ms};
+use crate::model::{BranchId, BranchState, Op, Protocol, TxId, TxRecord, TxState, now_ms};
 use crate::participant::{BranchCall, BranchError, Participant, participant};
+use crate::phased::{Ops, PhasedPlan};
 use crate::saga::{Saga, SagaPlan};
 use crate::store::{BoxFuture, StoreError, TxFilter, TxStore, TxSummary, Write};
+use crate::tcc::Tcc;
+use crate::two_phase::TwoPhase;
 
 // === impl CrashSwitch ===
 
@@ -376,12 +383,13 @@ impl TxStore for FaultyStore {
 
 // === impl CrashHarness ===
 
-/// Runs a saga with a crash at a chosen point, recovers it on a new
-/// coordinator, and checks the outcome. See the [module docs](self).
+/// Runs a saga, TCC or 2PC transaction with a crash at a chosen point,
+/// recovers it on a new coordinator, and checks the outcome. See the
+/// [module docs](self).
 pub struct CrashHarness {
     store: Arc<dyn TxStore>,
     config: CoordinatorConfig,
-    saga: Saga,
+    definition: Definition,
     participants: Vec<(String, Participant)>,
     lease: Duration,
     recovery_wait: Duration,
@@ -391,9 +399,27 @@ pub struct CrashHarness {
 impl fmt::Debug for CrashHarness {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CrashHarness")
-            .field("saga", &self.saga.name())
+            .field("definition", &self.definition.name())
             .field("lease", &self.lease)
             .finish_non_exhaustive()
+    }
+}
+
+/// What a harness runs.
+#[derive(Debug, Clone)]
+enum Definition {
+    Saga(Saga),
+    Tcc(Tcc),
+    TwoPhase(TwoPhase),
+}
+
+impl Definition {
+    fn name(&self) -> &str {
+        match self {
+            Self::Saga(d) => d.name(),
+            Self::Tcc(d) => d.name(),
+            Self::TwoPhase(d) => d.name(),
+        }
     }
 }
 
@@ -461,10 +487,24 @@ impl CrashHarness {
     /// `config` (its lease replaced by the harness's, see
     /// [`lease`](Self::lease)).
     pub fn new(store: Arc<dyn TxStore>, config: CoordinatorConfig, saga: Saga) -> Self {
+        Self::of(store, config, Definition::Saga(saga))
+    }
+
+    /// A harness running the TCC transaction `tcc`; see [`new`](Self::new).
+    pub fn tcc(store: Arc<dyn TxStore>, config: CoordinatorConfig, tcc: Tcc) -> Self {
+        Self::of(store, config, Definition::Tcc(tcc))
+    }
+
+    /// A harness running the 2PC transaction `tx`; see [`new`](Self::new).
+    pub fn two_phase(store: Arc<dyn TxStore>, config: CoordinatorConfig, tx: TwoPhase) -> Self {
+        Self::of(store, config, Definition::TwoPhase(tx))
+    }
+
+    fn of(store: Arc<dyn TxStore>, config: CoordinatorConfig, definition: Definition) -> Self {
         Self {
             store,
             config,
-            saga,
+            definition,
             participants: Vec::new(),
             lease: Duration::from_millis(1),
             recovery_wait: Duration::from_secs(30),
@@ -504,10 +544,13 @@ impl CrashHarness {
             let p = injector.map_or_else(|| p.clone(), |i| i.wrap(p.clone()));
             c = c.participant(name.clone(), p);
         }
-        Ok(c.saga(self.saga.clone()))
+        Ok(match &self.definition {
+            Definition::Saga(saga) => c.saga(saga.clone()),
+            Definition::Tcc(_) | Definition::TwoPhase(_) => c,
+        })
     }
 
-    /// Runs the saga as transaction `id` with `input`, crashing at
+    /// Runs the transaction as `id` with `input`, crashing at
     /// `point`; then recovers it on a new coordinator and checks the log.
     pub async fn run(
         &self,
@@ -528,7 +571,15 @@ impl CrashHarness {
         let injector = Injector::new(switch.clone(), after_call);
         let first = {
             let doomed = self.coordinator(store, Some(&injector))?;
-            let run = doomed.start_with_id(&self.saga, id.clone(), input);
+            let run = async {
+                match &self.definition {
+                    Definition::Saga(d) => doomed.start_with_id(d, id.clone(), input).await,
+                    Definition::Tcc(d) => doomed.start_tcc_with_id(d, id.clone(), input).await,
+                    Definition::TwoPhase(d) => {
+                        doomed.start_two_phase_with_id(d, id.clone(), input).await
+                    }
+                }
+            };
             tokio::select! {
                 biased;
                 () = switch.crashed() => None,
@@ -597,7 +648,7 @@ impl CrashHarness {
         })
     }
 
-    /// Runs the saga (with `input`, each run its own transaction) crashing
+    /// Runs the transaction (with `input`, each run its own transaction) crashing
     /// after write 1, 2, ... until a run completes, then after participant
     /// call 1, 2, ... likewise; checks the log after each recovery and
     /// passes each run to `check` (your participants' invariants).
@@ -638,37 +689,94 @@ impl CrashHarness {
     }
 }
 
-/// The log-level invariants: terminal; committed → every action
-/// succeeded and nothing compensated; aborted → every action that may
-/// have run (and has a compensation) compensated.
+/// The ops a protocol calls its branches with, and which branches have an
+/// undo op.
+struct Shape {
+    /// Action, try, prepare.
+    first: Op,
+    /// Confirm, commit (none for a saga).
+    commit: Option<Op>,
+    /// Compensate, cancel, rollback.
+    undo: Op,
+    /// Each branch and whether it has an undo.
+    branches: Vec<(BranchId, bool)>,
+}
+
+impl Shape {
+    fn of(record: &TxRecord) -> Result<Self, String> {
+        let undecodable = |e: serde_json::Error| format!("plan does not decode: {e}");
+        if record.protocol == Protocol::Saga {
+            let plan: SagaPlan =
+                serde_json::from_value(record.plan.clone()).map_err(undecodable)?;
+            return Ok(Self {
+                first: Op::Action,
+                commit: None,
+                undo: Op::Compensate,
+                branches: plan
+                    .steps
+                    .into_iter()
+                    .map(|s| (s.id, s.compensation.is_some()))
+                    .collect(),
+            });
+        }
+        let ops = Ops::of(record.protocol)
+            .ok_or_else(|| format!("no harness for {}", record.protocol.as_str()))?;
+        let plan: PhasedPlan = serde_json::from_value(record.plan.clone()).map_err(undecodable)?;
+        Ok(Self {
+            first: ops.first,
+            commit: Some(ops.commit),
+            undo: ops.undo,
+            branches: plan.branches.into_iter().map(|b| (b.id, true)).collect(),
+        })
+    }
+}
+
+/// The undo op of a first op (action, try, prepare).
+fn undo_of(op: Op) -> Option<Op> {
+    match op {
+        Op::Action => Some(Op::Compensate),
+        Op::Try => Some(Op::Cancel),
+        Op::Prepare => Some(Op::Rollback),
+        _ => None,
+    }
+}
+
+/// The log-level invariants: terminal; committed → every action / try /
+/// prepare succeeded, every confirm / commit succeeded and nothing undone;
+/// aborted → nothing confirmed / committed, and every action / try /
+/// prepare that may have run (and has an undo) compensated / cancelled /
+/// rolled back.
 fn check_log(record: &TxRecord) -> Result<(), String> {
-    let plan: SagaPlan = serde_json::from_value(record.plan.clone())
-        .map_err(|e| format!("plan does not decode: {e}"))?;
+    let shape = Shape::of(record)?;
+    let state = |id: &BranchId, op| record.branch(id, op).map(|b| b.state);
     match record.state {
         TxState::Committed => {
-            for step in &plan.steps {
-                let state = record.branch(&step.id, Op::Action).map(|b| b.state);
-                if state != Some(BranchState::Succeeded) {
-                    return Err(format!("committed but action {} is {state:?}", step.id));
+            for (id, _) in &shape.branches {
+                for op in std::iter::once(shape.first).chain(shape.commit) {
+                    let s = state(id, op);
+                    if s != Some(BranchState::Succeeded) {
+                        return Err(format!("committed but {op} of {id} is {s:?}"));
+                    }
                 }
-                if record.branch(&step.id, Op::Compensate).is_some() {
-                    return Err(format!("committed but {} was compensated", step.id));
+                if state(id, shape.undo).is_some() {
+                    return Err(format!("committed but {id} was undone ({})", shape.undo));
                 }
             }
         }
         TxState::Aborted => {
-            for step in &plan.steps {
-                let ran = record
-                    .branch(&step.id, Op::Action)
-                    .is_some_and(|b| b.state.may_have_applied());
-                let undone = record
-                    .branch(&step.id, Op::Compensate)
-                    .is_some_and(|b| b.state == BranchState::Succeeded);
-                if ran && step.compensation.is_some() && !undone {
+            for (id, has_undo) in &shape.branches {
+                let ran = state(id, shape.first).is_some_and(BranchState::may_have_applied);
+                let undone = state(id, shape.undo) == Some(BranchState::Succeeded);
+                if ran && *has_undo && !undone {
                     return Err(format!(
-                        "aborted but action {} was not compensated",
-                        step.id
+                        "aborted but {} of {id} was not undone ({})",
+                        shape.first, shape.undo
                     ));
+                }
+                if let Some(op) = shape.commit
+                    && state(id, op).is_some()
+                {
+                    return Err(format!("aborted but {op} was sent to {id}"));
                 }
             }
         }
@@ -689,8 +797,9 @@ type Key = (TxId, BranchId, Op);
 
 /// A reference participant for crash tests: applies each `(tx, branch,
 /// op)` once, as a barrier would (a repeat is counted, not re-applied; an
-/// action arriving after its compensation is counted and not applied),
-/// and refuses the actions of chosen steps. Clones share the ledger; one
+/// action, try or prepare arriving after its compensation, cancel or
+/// rollback is counted and not applied), and refuses the actions (tries,
+/// prepares) of chosen steps. Clones share the ledger; one
 /// ledger can serve every step.
 #[derive(Debug, Clone, Default)]
 pub struct EffectLedger {
@@ -715,7 +824,8 @@ impl EffectLedger {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Refuses (terminally) every action of step `branch` from now on.
+    /// Refuses (terminally) every action, try or prepare of step `branch`
+    /// from now on.
     pub fn refuse(&self, branch: &str) {
         self.lock().refuse.insert(branch.to_owned());
     }
@@ -732,9 +842,9 @@ impl EffectLedger {
         let mut s = self.lock();
         let key = (call.tx.clone(), call.branch.clone(), call.op);
         *s.received.entry(key.clone()).or_default() += 1;
-        if call.op == Op::Action {
+        if let Some(undo) = undo_of(call.op) {
             if s.applied
-                .contains(&(call.tx.clone(), call.branch.clone(), Op::Compensate))
+                .contains(&(call.tx.clone(), call.branch.clone(), undo))
             {
                 s.late_actions.insert((call.tx, call.branch));
                 return Ok(Value::Null);
@@ -769,39 +879,43 @@ impl EffectLedger {
             .sum()
     }
 
-    /// Checks the participants' side of `record` (a finished saga): no
-    /// action arrived after its compensation; committed → every action
-    /// applied and none compensated; aborted → every applied action
-    /// compensated, and refused steps not applied.
+    /// Checks the participants' side of `record` (a finished saga, TCC or
+    /// 2PC transaction): no action / try / prepare arrived after its undo;
+    /// committed → every one applied (and confirmed / committed) and none
+    /// undone; aborted → nothing confirmed / committed, every applied one
+    /// undone, and refused steps not applied.
     pub fn check(&self, record: &TxRecord) -> Result<(), String> {
-        let plan: SagaPlan = serde_json::from_value(record.plan.clone())
-            .map_err(|e| format!("plan does not decode: {e}"))?;
+        let shape = Shape::of(record)?;
         let s = self.lock();
         let tx = &record.id;
         if let Some((_, b)) = s.late_actions.iter().find(|(t, _)| t == tx) {
-            return Err(format!("action {b} arrived after its compensation"));
+            return Err(format!(
+                "{} of {b} arrived after its {}",
+                shape.first, shape.undo
+            ));
         }
         let has = |b: &BranchId, op| s.applied.contains(&(tx.clone(), b.clone(), op));
-        for step in &plan.steps {
-            let (done, undone) = (has(&step.id, Op::Action), has(&step.id, Op::Compensate));
+        for (id, has_undo) in &shape.branches {
+            let (done, undone) = (has(id, shape.first), has(id, shape.undo));
+            let committed = shape.commit.is_none_or(|op| has(id, op));
+            let any_commit = shape.commit.is_some_and(|op| has(id, op));
             match record.state {
-                TxState::Committed if !done || undone => {
+                TxState::Committed if !done || !committed || undone => {
                     return Err(format!(
-                        "committed, but {}: applied {done}, compensated {undone}",
-                        step.id
+                        "committed, but {id}: applied {done}, committed {committed}, undone {undone}"
                     ));
                 }
-                TxState::Aborted if done && step.compensation.is_some() && !undone => {
-                    return Err(format!(
-                        "aborted, but {} applied and not compensated",
-                        step.id
-                    ));
+                TxState::Aborted if any_commit => {
+                    return Err(format!("aborted, but {id} was committed"));
+                }
+                TxState::Aborted if done && *has_undo && !undone => {
+                    return Err(format!("aborted, but {id} applied and not undone"));
                 }
                 TxState::Committed | TxState::Aborted => {}
                 other => return Err(format!("not finished: {}", other.as_str())),
             }
-            if s.refuse.contains(step.id.as_str()) && done {
-                return Err(format!("refused step {} applied", step.id));
+            if s.refuse.contains(id.as_str()) && done {
+                return Err(format!("refused step {id} applied"));
             }
         }
         Ok(())

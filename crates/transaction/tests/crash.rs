@@ -1,4 +1,5 @@
-//! Crash injection on the saga coordinator over the memory store: for
+//! Crash injection on the saga, TCC and 2PC coordinators over the memory
+//! store: for
 //! every N, crash after the Nth durable write and after the Nth
 //! participant call, recover on a new coordinator, and check the log and
 //! the participants. The same sweeps run on SQLite and PostgreSQL in
@@ -8,8 +9,8 @@ mod common;
 
 use std::sync::Arc;
 
-use common::crash_suite::{harness, pivot_path, refusal_path, saga, success_path};
-use rampart_transaction::model::TxState;
+use common::crash_suite::{harness, phased_paths, pivot_path, refusal_path, saga, success_path};
+use rampart_transaction::model::{Protocol, TxState};
 use rampart_transaction::store::MemoryTxStore;
 use rampart_transaction::testing::{CrashPoint, EffectLedger};
 use serde_json::json;
@@ -53,4 +54,14 @@ async fn a_single_run_reports_its_crash_and_the_recovered_state() {
         .unwrap();
     assert!(!never.crashed);
     assert_eq!(never.first.unwrap().unwrap().state, TxState::Committed);
+}
+
+#[tokio::test]
+async fn every_crash_point_of_a_tcc_ends_confirmed_or_cancelled_each_effect_once() {
+    phased_paths(Arc::new(MemoryTxStore::new()), Protocol::Tcc).await;
+}
+
+#[tokio::test]
+async fn every_crash_point_of_a_two_phase_commit_ends_committed_or_rolled_back() {
+    phased_paths(Arc::new(MemoryTxStore::new()), Protocol::TwoPhase).await;
 }

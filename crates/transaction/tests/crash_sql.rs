@@ -5,7 +5,7 @@
 //! crash after the Nth durable write or participant call, recover on a new
 //! coordinator over the same store, and check exactly one terminal state,
 //! all applied or all compensated, nothing applied twice, no action after
-//! its compensation.
+//! its compensation; for a saga, a TCC and a 2PC transaction.
 #![cfg(all(feature = "sqlite", feature = "postgres"))]
 
 mod common;
@@ -13,9 +13,9 @@ mod common;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use common::crash_suite::{pivot_path, refusal_path, success_path};
+use common::crash_suite::{phased_paths, pivot_path, refusal_path, success_path};
 use common::{postgres_store, postgres_url};
-use rampart_transaction::model::TxId;
+use rampart_transaction::model::{Protocol, TxId};
 use rampart_transaction::store::{SqlStoreConfig, TxStore};
 use sqlx::Connection;
 
@@ -98,5 +98,31 @@ async fn postgres_refusal_path() {
 async fn postgres_pivot_path() {
     let (store, schema) = postgres("pivot").await;
     pivot_path(store).await;
+    schema.drop_now().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_tcc_paths() {
+    let (store, _file) = sqlite("tcc").await;
+    phased_paths(store, Protocol::Tcc).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_tcc_paths() {
+    let (store, schema) = postgres("tcc").await;
+    phased_paths(store, Protocol::Tcc).await;
+    schema.drop_now().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_two_phase_paths() {
+    let (store, _file) = sqlite("two_phase").await;
+    phased_paths(store, Protocol::TwoPhase).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_two_phase_paths() {
+    let (store, schema) = postgres("two_phase").await;
+    phased_paths(store, Protocol::TwoPhase).await;
     schema.drop_now().await;
 }

@@ -2,104 +2,23 @@
 //! the pivot, retries and parking, the store going away, corrupt records,
 //! two coordinators on one store, admin calls and metrics.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rampart_core::testing::TestRecorder;
-use rampart_retry::Backoff;
-use rampart_transaction::coordinator::{Coordinator, CoordinatorConfig, TxError};
+use rampart_transaction::coordinator::{Coordinator, TxError};
 use rampart_transaction::model::{BranchState, Op, Protocol, TxId, TxRecord, TxState, now_ms};
-use rampart_transaction::participant::{BranchCall, BranchError, Participant, participant};
+use rampart_transaction::participant::{BranchCall, BranchError, participant};
 use rampart_transaction::saga::{Saga, SagaError, Step};
-use rampart_transaction::store::{MemoryTxStore, StoreError, TxFilter, TxStore};
+use rampart_transaction::store::{StoreError, TxFilter, TxStore};
 use rampart_transaction::testing::{EffectLedger, FaultyStore};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-// === a scripted participant ===
+#[path = "common/script.rs"]
+mod script;
 
-type Behaviour = dyn Fn(&BranchCall, u32) -> (Duration, Result<Value, BranchError>) + Send + Sync;
-
-/// Records every call (`branch:op`, start and end on tokio's clock) and
-/// answers as `behave(call, nth call of this branch:op)` says.
-#[derive(Clone)]
-struct Script {
-    log: Arc<Mutex<Vec<(String, Instant, Instant)>>>,
-    counts: Arc<Mutex<HashMap<String, u32>>>,
-    behave: Arc<Behaviour>,
-}
-
-impl Script {
-    fn new(
-        behave: impl Fn(&BranchCall, u32) -> (Duration, Result<Value, BranchError>)
-        + Send
-        + Sync
-        + 'static,
-    ) -> Self {
-        Self {
-            log: Arc::default(),
-            counts: Arc::default(),
-            behave: Arc::new(behave),
-        }
-    }
-
-    fn ok() -> Self {
-        Self::new(|call, _| (Duration::ZERO, Ok(json!({ "by": call.branch.as_str() }))))
-    }
-
-    fn participant(&self) -> Participant {
-        let this = self.clone();
-        participant(tower::service_fn(move |call: BranchCall| {
-            let this = this.clone();
-            async move {
-                let key = format!("{}:{}", call.branch, call.op);
-                let n = {
-                    let mut c = this.counts.lock().unwrap();
-                    let n = c.entry(key.clone()).or_default();
-                    *n += 1;
-                    *n
-                };
-                let start = Instant::now();
-                let (delay, answer) = (this.behave)(&call, n);
-                tokio::time::sleep(delay).await;
-                this.log.lock().unwrap().push((key, start, Instant::now()));
-                answer
-            }
-        }))
-    }
-
-    fn calls(&self) -> Vec<String> {
-        self.log
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(k, _, _)| k.clone())
-            .collect()
-    }
-
-    fn call(&self, key: &str) -> (Instant, Instant) {
-        let log = self.log.lock().unwrap();
-        let (_, s, e) = log
-            .iter()
-            .find(|(k, _, _)| k == key)
-            .unwrap_or_else(|| panic!("no call {key}"));
-        (*s, *e)
-    }
-
-    fn count(&self, key: &str) -> u32 {
-        self.counts.lock().unwrap().get(key).copied().unwrap_or(0)
-    }
-}
-
-fn config() -> CoordinatorConfig {
-    CoordinatorConfig::new()
-        .name("test")
-        .max_attempts(3)
-        .backoff(Backoff::Constant {
-            delay: Duration::from_millis(100),
-        })
-}
+use script::{Script, config, coordinator, memory};
 
 /// The parked transactions, through the admin list.
 async fn parked(c: &Coordinator) -> Vec<rampart_transaction::store::TxSummary> {
@@ -108,16 +27,6 @@ async fn parked(c: &Coordinator) -> Vec<rampart_transaction::store::TxSummary> {
         ..TxFilter::default()
     };
     c.list(&filter).await.unwrap()
-}
-
-fn coordinator(store: Arc<dyn TxStore>, script: &Script) -> Coordinator {
-    Coordinator::new(store, config())
-        .unwrap()
-        .participant("p", script.participant())
-}
-
-fn memory() -> Arc<dyn TxStore> {
-    Arc::new(MemoryTxStore::new())
 }
 
 fn chain(names: &[&str]) -> Saga {

@@ -1,5 +1,5 @@
-//! The [`Coordinator`]: the protocol-neutral machinery every engine (saga
-//! now; TCC, 2PC and 3PC later) drives transactions with.
+//! The [`Coordinator`]: the protocol-neutral machinery every engine (saga,
+//! TCC and 2PC now; 3PC later) drives transactions with.
 //!
 //! - **Log before acting.** A transaction is created in the [`TxStore`]
 //!   before any participant is called (a store that cannot log it fails
@@ -23,11 +23,13 @@
 //!   [`run_recovery`](Coordinator::run_recovery)) claims active
 //!   transactions whose lease is free or expired and drives each to a
 //!   terminal state from the log alone (a branch logged `Sent` is in
-//!   doubt). A transaction whose record does not decode is parked in
+//!   doubt; a TCC or 2PC transaction with no logged decision is aborted:
+//!   presumed abort). A transaction whose record does not decode is parked in
 //!   [`NeedsIntervention`](TxState::NeedsIntervention) with the reason,
 //!   and the others go on.
 //! - **Parking.** What cannot finish by itself (a compensation that keeps
-//!   failing, a step past a saga's pivot that keeps failing) is parked in
+//!   failing, a step past a saga's pivot that keeps failing, a TCC confirm
+//!   or cancel, a 2PC commit or rollback that keeps failing) is parked in
 //!   `NeedsIntervention` with the reason: never dropped, never retried
 //!   forever in silence. The admin calls ([`resume`](Coordinator::resume),
 //!   [`force_compensate`](Coordinator::force_compensate),
@@ -69,8 +71,11 @@ use tracing::Instrument;
 
 use crate::model::{BranchId, Decision, Op, Protocol, TxId, TxRecord, TxState, now_ms};
 use crate::participant::{Attempt, Participant};
+use crate::phased::{self, Definition};
 use crate::saga::{self, Saga};
 use crate::store::{StoreError, TxFilter, TxStore, TxSummary, TxUpdate, Write};
+use crate::tcc::Tcc;
+use crate::two_phase::TwoPhase;
 
 /// Counter: transactions logged by `start`.
 pub const STARTED_TOTAL: &str = metric_name!("transaction", "started_total");
@@ -92,7 +97,8 @@ pub struct TxOutcome {
     pub state: TxState,
     /// Why (the failure that aborted it, why it is parked).
     pub reason: Option<String>,
-    /// Each action's output, for the steps that succeeded.
+    /// Each action's (saga), try's (TCC) or prepare's (2PC) output, for
+    /// the branches where it succeeded.
     pub outputs: BTreeMap<BranchId, Value>,
 }
 
@@ -105,7 +111,7 @@ impl TxOutcome {
             outputs: record
                 .branches
                 .iter()
-                .filter(|b| b.op == Op::Action)
+                .filter(|b| matches!(b.op, Op::Action | Op::Try | Op::Prepare))
                 .filter_map(|b| Some((b.branch.clone(), b.output.clone()?)))
                 .collect(),
         }
@@ -336,27 +342,91 @@ impl Coordinator {
         id: TxId,
         input: Value,
     ) -> Result<TxOutcome, TxError> {
-        for (step, participant) in saga.participants() {
-            if !self.inner.has_participant(participant) {
-                return Err(TxError::UnknownParticipant {
-                    step: step.to_string(),
-                    participant: participant.to_owned(),
-                });
-            }
-        }
+        check_participants(&self.inner, saga.participants())?;
         self.register(saga.clone());
+        let now = now_ms();
+        let deadline = saga.deadline_from(now);
+        self.begin(Protocol::Saga, saga.plan_value(), deadline, id, input, None)
+            .await
+    }
+
+    /// Starts the TCC transaction `tcc` with `input` under a fresh id and
+    /// runs it to the end. See [`start_tcc_with_id`](Self::start_tcc_with_id).
+    pub async fn start_tcc(&self, tcc: &Tcc, input: Value) -> Result<TxOutcome, TxError> {
+        self.start_tcc_with_id(tcc, TxId::generate(), input).await
+    }
+
+    /// Starts the TCC transaction `tcc` with `input` as transaction `id`
+    /// and runs it to a terminal (or parked) state: see [`crate::tcc`].
+    /// Fails before anything is called as
+    /// [`start_with_id`](Self::start_with_id) does; a run that stops midway
+    /// returns [`TxError::Interrupted`] and recovery finishes it (aborting
+    /// it if no decision was logged).
+    pub async fn start_tcc_with_id(
+        &self,
+        tcc: &Tcc,
+        id: TxId,
+        input: Value,
+    ) -> Result<TxOutcome, TxError> {
+        self.start_phased(&tcc.def, id, input).await
+    }
+
+    /// Starts the 2PC transaction `tx` with `input` under a fresh id and
+    /// runs it to the end. See
+    /// [`start_two_phase_with_id`](Self::start_two_phase_with_id).
+    pub async fn start_two_phase(&self, tx: &TwoPhase, input: Value) -> Result<TxOutcome, TxError> {
+        self.start_two_phase_with_id(tx, TxId::generate(), input)
+            .await
+    }
+
+    /// Starts the 2PC transaction `tx` with `input` as transaction `id` and
+    /// runs it to a terminal (or parked) state: see [`crate::two_phase`].
+    /// Fails before anything is called as
+    /// [`start_with_id`](Self::start_with_id) does; a run that stops midway
+    /// returns [`TxError::Interrupted`] and recovery finishes it (presumed
+    /// abort if no decision was logged).
+    pub async fn start_two_phase_with_id(
+        &self,
+        tx: &TwoPhase,
+        id: TxId,
+        input: Value,
+    ) -> Result<TxOutcome, TxError> {
+        self.start_phased(&tx.def, id, input).await
+    }
+
+    async fn start_phased(
+        &self,
+        def: &Definition,
+        id: TxId,
+        input: Value,
+    ) -> Result<TxOutcome, TxError> {
+        check_participants(&self.inner, def.participants())?;
+        self.begin(def.protocol(), def.plan_value(), None, id, input, Some(def))
+            .await
+    }
+
+    /// Logs a new transaction, then drives it.
+    async fn begin(
+        &self,
+        protocol: Protocol,
+        plan: Value,
+        deadline: Option<u64>,
+        id: TxId,
+        input: Value,
+        def: Option<&Definition>,
+    ) -> Result<TxOutcome, TxError> {
         let now = now_ms();
         let mut record = TxRecord {
             id,
-            protocol: Protocol::Saga,
+            protocol,
             state: TxState::Running,
             decision: None,
             input,
-            plan: saga.plan_value(),
+            plan,
             reason: None,
             created_at: now,
             updated_at: now,
-            deadline: saga.deadline_from(now),
+            deadline,
             version: 1,
             branches: Vec::new(),
         };
@@ -367,7 +437,7 @@ impl Coordinator {
         record.version = 1;
         self.inner.metrics.started();
         let id = record.id.clone();
-        match self.drive(record).await {
+        match self.drive(record, def).await {
             Ok(record) => Ok(TxOutcome::of(&record)),
             Err(halt) => Err(TxError::Interrupted {
                 id,
@@ -376,15 +446,44 @@ impl Coordinator {
         }
     }
 
+    /// What was decided for transaction `id`, for a participant left in
+    /// doubt (a 2PC branch prepared and waiting, a TCC branch tried):
+    ///
+    /// | The log says | Answer |
+    /// |---|---|
+    /// | a logged decision (committing, committed, aborting, aborted, or parked after deciding) | `Some` of it |
+    /// | no such transaction (never started, or purged) | `Some(Abort)`: presumed abort |
+    /// | running, no decision yet | `None`: undecided, ask again later (a coordinator or recovery decides it; recovery aborts it) |
+    /// | parked or resolved without a decision | `Some(Abort)`: nothing will commit it |
+    ///
+    /// Fails with [`TxError::Store`] when the log cannot be read: an
+    /// unreadable log never answers `Abort`, since the decision may be
+    /// `Commit`.
+    pub async fn decision(&self, id: &TxId) -> Result<Option<Decision>, TxError> {
+        Ok(match self.inner.store.load(id).await? {
+            None => Some(Decision::Abort),
+            Some(record) => match record.decision {
+                Some(d) => Some(d),
+                None if record.state == TxState::Running => None,
+                None => Some(Decision::Abort),
+            },
+        })
+    }
+
     /// Runs `record` (leased to this coordinator) with its protocol's
     /// engine, in a `transaction` span; releases the lease at the end.
-    async fn drive(&self, record: TxRecord) -> Result<TxRecord, Halt> {
+    /// `def` is the definition of a TCC or 2PC transaction this run just
+    /// created (its phase one runs); `None` for a saga or a recovered one.
+    async fn drive(&self, record: TxRecord, def: Option<&Definition>) -> Result<TxRecord, Halt> {
         let inner = &*self.inner;
         let span = tracing::info_span!("transaction", name = %inner.config.name, tx = %record.id, protocol = record.protocol.as_str());
         let (id, protocol) = (record.id.clone(), record.protocol);
         let result = async {
             match record.protocol {
                 Protocol::Saga => saga::engine::drive(inner, record).await,
+                Protocol::Tcc | Protocol::TwoPhase => {
+                    phased::engine::drive(inner, record, def).await
+                }
                 // left to a coordinator that has the engine: released below
                 other => Err(Halt::Lost(format!(
                     "no {} engine in this coordinator",
@@ -404,7 +503,7 @@ impl Coordinator {
             Err(halt) => {
                 inner.metrics.finished("interrupted");
                 tracing::warn!(name = %inner.config.name, tx = %id, reason = %halt.reason(), "run interrupted; recovery resumes it");
-                if protocol != Protocol::Saga {
+                if protocol == Protocol::ThreePhase {
                     let _ = inner.store.release(&id, &inner.owner).await;
                 }
             }
@@ -461,7 +560,7 @@ impl Coordinator {
     async fn recover_one(&self, id: &TxId) -> Option<TxState> {
         let inner = &*self.inner;
         match inner.store.load(id).await {
-            Ok(Some(record)) => self.drive(record).await.ok().map(|r| r.state),
+            Ok(Some(record)) => self.drive(record, None).await.ok().map(|r| r.state),
             Ok(None) => None,
             Err(StoreError::Corrupt { reason, .. }) => {
                 let reason = format!("the log record does not decode: {reason}");
@@ -508,7 +607,9 @@ impl Coordinator {
     /// Re-drives a parked ([`NeedsIntervention`](TxState::NeedsIntervention))
     /// transaction where it stopped: forward if it had not decided,
     /// compensating if it had decided to abort, forward past the pivot if
-    /// it had passed it. The attempt counts start afresh. Returns its
+    /// it had passed it. A TCC or 2PC transaction goes on with the phase
+    /// two of its logged decision (one parked before deciding is aborted:
+    /// presumed abort). The attempt counts start afresh. Returns its
     /// record after this coordinator's next recovery round (which claims
     /// it; should another coordinator claim it first, that one drives it).
     pub async fn resume(&self, id: &TxId) -> Result<TxRecord, TxError> {
@@ -529,8 +630,10 @@ impl Coordinator {
     }
 
     /// Compensates a transaction that has not passed the point of no
-    /// return (no commit decision, e.g. a saga before its pivot): running
-    /// or parked. A coordinator running it stops at its next write. Returns
+    /// return (no commit decision, e.g. a saga before its pivot, a TCC or
+    /// 2PC transaction before its decision; TCC cancels and 2PC rolls back
+    /// every branch that may have run): running or parked. A coordinator
+    /// running it stops at its next write. Returns
     /// the record after this coordinator's next recovery round.
     pub async fn force_compensate(&self, id: &TxId) -> Result<TxRecord, TxError> {
         let record = self.inspect(id).await?;
@@ -607,6 +710,21 @@ impl Coordinator {
             .await?;
         self.inner.metrics.finished(TxState::Resolved.as_str());
         self.inspect(id).await
+    }
+}
+
+/// Fails with [`TxError::UnknownParticipant`] if a `(branch, participant)`
+/// names a participant `inner` does not have.
+fn check_participants<'a>(
+    inner: &Inner,
+    mut participants: impl Iterator<Item = (&'a BranchId, &'a str)>,
+) -> Result<(), TxError> {
+    match participants.find(|(_, p)| !inner.has_participant(p)) {
+        Some((step, participant)) => Err(TxError::UnknownParticipant {
+            step: step.to_string(),
+            participant: participant.to_owned(),
+        }),
+        None => Ok(()),
     }
 }
 

@@ -100,11 +100,32 @@ pub struct Step {
     request: Request,
 }
 
+/// Where a step's (or a TCC / 2PC branch's) request comes from, as
+/// defined.
 #[derive(Clone)]
-enum Request {
+pub(crate) enum Request {
     Input,
     Value(Value),
     Build(Arc<RequestFn>),
+}
+
+impl Request {
+    /// How the plan logs it.
+    pub(crate) fn plan(&self) -> PlanRequest {
+        match self {
+            Self::Input => PlanRequest::Input,
+            Self::Value(v) => PlanRequest::Value { value: v.clone() },
+            Self::Build(_) => PlanRequest::Builder,
+        }
+    }
+
+    /// Its builder, if it has one.
+    pub(crate) fn builder(&self) -> Option<Arc<RequestFn>> {
+        match self {
+            Self::Build(f) => Some(Arc::clone(f)),
+            Self::Input | Self::Value(_) => None,
+        }
+    }
 }
 
 impl fmt::Debug for Step {
@@ -288,11 +309,7 @@ impl SagaBuilder {
                     compensation: step.compensation.clone(),
                     after: d.iter().map(|&j| ids[j].clone()).collect(),
                     timeout_ms: duration_ms(step.timeout),
-                    request: match &step.request {
-                        Request::Input => PlanRequest::Input,
-                        Request::Value(v) => PlanRequest::Value { value: v.clone() },
-                        Request::Build(_) => PlanRequest::Builder,
-                    },
+                    request: step.request.plan(),
                 })
                 .collect(),
             pivot,
@@ -306,10 +323,7 @@ impl SagaBuilder {
                     .steps
                     .iter()
                     .zip(&ids)
-                    .filter_map(|(s, id)| match &s.request {
-                        Request::Build(f) => Some((id.clone(), Arc::clone(f))),
-                        _ => None,
-                    })
+                    .filter_map(|(s, id)| Some((id.clone(), s.request.builder()?)))
                     .collect(),
                 plan,
                 plan_value,

@@ -1,16 +1,18 @@
-//! The crash-injection sweeps of a saga `a → (b ∥ c) → d`, run on every
-//! store: memory (tests/crash.rs), SQLite and PostgreSQL
-//! (tests/crash_sql.rs).
+//! The crash-injection sweeps of a saga `a → (b ∥ c) → d` and of a
+//! 3-branch TCC and 2PC transaction, run on every store: memory
+//! (tests/crash.rs), SQLite and PostgreSQL (tests/crash_sql.rs).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use rampart_retry::Backoff;
 use rampart_transaction::coordinator::CoordinatorConfig;
-use rampart_transaction::model::TxState;
+use rampart_transaction::model::{Op, Protocol, TxState};
 use rampart_transaction::saga::{Saga, Step};
 use rampart_transaction::store::TxStore;
-use rampart_transaction::testing::{CrashHarness, EffectLedger};
+use rampart_transaction::tcc::{Branch, Tcc};
+use rampart_transaction::testing::{CrashHarness, CrashRun, EffectLedger};
+use rampart_transaction::two_phase::TwoPhase;
 use serde_json::{Value, json};
 
 pub(crate) fn config() -> CoordinatorConfig {
@@ -114,4 +116,97 @@ pub(crate) async fn pivot_path(store: Arc<dyn TxStore>) {
         .await
         .unwrap();
     assert!(report.crashes >= 14, "{report:?}");
+}
+
+/// A 3-branch TCC or 2PC harness: `a` with a built request, `b` committed
+/// through `p`, `c` rolled back through `p` with a fixed request.
+fn phased_harness(
+    store: Arc<dyn TxStore>,
+    ledger: &EffectLedger,
+    protocol: Protocol,
+) -> CrashHarness {
+    let branches = [
+        Branch::new("a", "p").request(|input: &Value, _| json!({ "order": input["order"] })),
+        Branch::new("b", "q").commit_with("p"),
+        Branch::new("c", "q")
+            .undo_with("p")
+            .request_value(json!("fixed")),
+    ];
+    let h = if protocol == Protocol::Tcc {
+        let mut b = Tcc::builder("crash-tcc");
+        for branch in branches {
+            b = b.branch(branch);
+        }
+        CrashHarness::tcc(store, config(), b.build().unwrap())
+    } else {
+        let mut b = TwoPhase::builder("crash-2pc");
+        for branch in branches {
+            b = b.branch(branch);
+        }
+        CrashHarness::two_phase(store, config(), b.build().unwrap())
+    };
+    h.participant("p", ledger.participant())
+        .participant("q", ledger.participant())
+}
+
+/// The effects of `op` applied for the run's transaction.
+fn applied(ledger: &EffectLedger, run: &CrashRun, op: Op) -> usize {
+    ledger
+        .applied(&run.record.id)
+        .iter()
+        .filter(|(_, o)| *o == op)
+        .count()
+}
+
+/// For every crash point of a 3-branch TCC (`Protocol::Tcc`) or 2PC
+/// transaction: when phase one succeeds, a crash before the decision is
+/// logged aborts (every try / prepare that applied is undone, nothing
+/// committed) and one after it commits every branch once; when branch `b`
+/// refuses, every run ends aborted. The ledger checks no try / prepare
+/// arrived after its cancel / rollback and nothing was applied twice.
+pub(crate) async fn phased_paths(store: Arc<dyn TxStore>, protocol: Protocol) {
+    let [first, commit, undo] = if protocol == Protocol::Tcc {
+        [Op::Try, Op::Confirm, Op::Cancel]
+    } else {
+        [Op::Prepare, Op::Commit, Op::Rollback]
+    };
+    let ledger = EffectLedger::new();
+    let report = phased_harness(Arc::clone(&store), &ledger, protocol)
+        .sweep(json!({ "order": 1 }), |run| {
+            ledger.check(&run.record)?;
+            let n = |op| applied(&ledger, run, op);
+            if run.record.state == TxState::Committed {
+                assert_eq!([n(first), n(commit), n(undo)], [3, 3, 0], "{:?}", run.point);
+            } else {
+                assert!(run.crashed, "{:?}", run.point);
+                assert_eq!(n(commit), 0, "{:?}", run.point);
+                // every applied one undone; one logged sent that never
+                // arrived is undone too (an empty cancel)
+                assert!(n(first) <= n(undo), "{:?}", run.point);
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+    // 1 create + 2 per phase-one call + 1 decision + 2 per commit + 1 end = 15 writes; 6 calls
+    assert_eq!(report.crashes, 15 + 6, "{report:?}");
+    assert_eq!(report.runs, report.crashes + 2);
+    // crashes before the decision abort, the others commit
+    assert!(report.committed > 0 && report.aborted > 0, "{report:?}");
+
+    let ledger = EffectLedger::new();
+    ledger.refuse("b");
+    let report = phased_harness(store, &ledger, protocol)
+        .sweep(json!({ "order": 2 }), |run| {
+            assert_eq!(run.record.state, TxState::Aborted, "{:?}", run.point);
+            ledger.check(&run.record)?;
+            let n = |op| applied(&ledger, run, op);
+            assert_eq!(n(commit), 0, "{:?}", run.point);
+            assert!(n(first) <= n(undo), "{:?}", run.point);
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert!(report.crashes >= 10, "{report:?}");
+    assert_eq!(report.aborted, report.runs);
 }
