@@ -61,10 +61,10 @@ pub use rampart_cache as cache;
 
 #[cfg(feature = "balance")]
 pub use rampart_balance as balance;
-#[cfg(feature = "transaction")]
-pub use rampart_transaction as transaction;
 #[cfg(feature = "discovery")]
 pub use rampart_discovery as discovery;
+#[cfg(feature = "transaction")]
+pub use rampart_transaction as transaction;
 
 /// The README's examples, compiled and run as doctests so the README
 /// cannot drift from the code.
