@@ -171,3 +171,46 @@ async fn a_new_endpoint_ramps_up_over_the_slow_start_window() {
     let answers = send(&mut balance, 20).await;
     assert_eq!(answers.iter().filter(|a| **a == "b").count(), 10);
 }
+
+/// Health is per endpoint and survives changes to the set: an ejected
+/// endpoint stays ejected when another joins, and the newcomer starts
+/// healthy.
+#[tokio::test(start_paused = true)]
+async fn an_ejection_survives_changes_to_the_endpoint_set() {
+    use tower::discover::Change;
+    let (feed, rx) = tokio::sync::mpsc::unbounded_channel();
+    let discover = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|change| (Ok::<_, Infallible>(change), rx))
+    });
+    let config = BalanceConfig::new().seed(1).outlier(outlier());
+    let mut balance = Balance::with_config(Box::pin(discover), RoundRobin::new(), config).unwrap();
+    let handle = balance.handle();
+    for (key, fails) in [("a", true), ("b", false), ("c", false)] {
+        feed.send(Change::Insert(key, endpoint(key, fails)))
+            .unwrap();
+    }
+    send(&mut balance, 9).await;
+    balance.ready().await.unwrap();
+    let ejected = |h: &rampart_balance::BalanceHandle| -> Vec<String> {
+        h.endpoints()
+            .into_iter()
+            .filter(|e| e.ejected_for.is_some())
+            .map(|e| e.id)
+            .collect()
+    };
+    assert_eq!(ejected(&handle), ["a"]);
+    // a newcomer joins, and another endpoint leaves: `a` stays ejected
+    feed.send(Change::Insert("d", endpoint("d", false)))
+        .unwrap();
+    feed.send(Change::Remove("c")).unwrap();
+    let answers = send(&mut balance, 10).await;
+    assert_eq!(ejected(&handle), ["a"]);
+    assert!(!answers.contains(&"!"), "{answers:?}");
+    assert!(
+        answers.contains(&"d") && answers.contains(&"b"),
+        "{answers:?}"
+    );
+    assert_eq!(handle.endpoints().len(), 3);
+}
