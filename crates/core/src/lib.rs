@@ -37,3 +37,8 @@ pub mod testing;
 
 pub use classify::{Classify, Decision, Outcome, RetryHint};
 pub use error::{BoxError, ConfigError};
+
+/// A boxed, `Send` future: what the methods of Rampart's object-safe
+/// backend traits return (the remote cache, the registry, the config
+/// store, the transaction log), so each works as `Arc<dyn Trait>`.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;

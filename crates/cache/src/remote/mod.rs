@@ -123,8 +123,6 @@
 //! `tests/redis_cluster.rs` against a private three-master cluster.
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::time::Duration;
 
 mod codec;
@@ -137,9 +135,7 @@ pub use self::redis::{ConnectError, NodeConfig, RedisCache, RedisConfig};
 pub use self::ring::{HashRing, ShardedRedis};
 pub use codec::{Codec, CodecError, FORMAT_VERSION};
 
-/// A boxed, sendable future: what [`RemoteCache`]'s methods return, so the
-/// trait can be used as `Arc<dyn RemoteCache>`.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub use rampart_core::BoxFuture;
 
 /// A store shared by many processes: get, set with a time to live,
 /// delete, and invalidate (delete, and tell every other process to drop

@@ -1,6 +1,5 @@
 //! Values, changes, watch streams and store options.
 
-use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -9,9 +8,7 @@ use rampart_core::ConfigError;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-/// A boxed, `Send` future: what [`ConfigStore`](super::ConfigStore)'s
-/// methods return, so the trait is object safe.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub use rampart_core::BoxFuture;
 
 /// A value and the version (store revision) at which it was written.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -103,13 +103,9 @@ pub use memory::{
 pub use source::SOURCE_ERRORS_TOTAL;
 pub use static_list::StaticRegistry;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::time::Duration;
 
-/// A boxed, `Send` future, so that [`Registry`] is object safe and
-/// `Arc<dyn Registry>` works.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub use rampart_core::BoxFuture;
 
 /// A service registry: instances register with a time to live and keep
 /// their lease alive with heartbeats; callers discover a service's

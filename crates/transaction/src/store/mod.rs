@@ -23,16 +23,13 @@ pub use memory::MemoryTxStore;
 pub use sql::{ConnectError, SqlStoreConfig, SqlTxStore, WriteStats};
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::time::Duration;
 
 use rampart_core::BoxError;
 
 use crate::model::{BranchRecord, Decision, Protocol, TxId, TxRecord, TxState};
 
-/// A boxed, `Send` future, so that [`TxStore`] is object safe.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub use rampart_core::BoxFuture;
 
 /// Changes to a transaction row, applied by [`TxStore::commit`].
 #[derive(Debug, Clone, Default, PartialEq)]
