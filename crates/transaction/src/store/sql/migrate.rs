@@ -7,12 +7,12 @@ use super::config::Dialect;
 use super::{ConnectError, unavailable};
 use crate::model::now_ms;
 
-/// One schema change: its version (1, 2, ...), name, and SQL per engine.
+/// One schema change: its version (1, 2, ...), name, and SQL. The SQL is
+/// written to run unchanged on SQLite and PostgreSQL.
 struct Migration {
     version: i64,
     name: &'static str,
-    sqlite: &'static str,
-    postgres: &'static str,
+    sql: &'static str,
 }
 
 /// Every migration, oldest first. Append only: a shipped migration never
@@ -20,8 +20,7 @@ struct Migration {
 const MIGRATIONS: &[Migration] = &[Migration {
     version: 1,
     name: "log",
-    sqlite: include_str!("../../../migrations/sqlite/0001_log.sql"),
-    postgres: include_str!("../../../migrations/postgres/0001_log.sql"),
+    sql: include_str!("../../../migrations/log/0001_log.sql"),
 }];
 
 /// The schema version this build writes.
@@ -77,10 +76,7 @@ pub(super) async fn run(
         });
     }
     for m in MIGRATIONS.iter().filter(|m| m.version > found) {
-        let sql = match dialect {
-            Dialect::Sqlite => m.sqlite,
-            Dialect::Postgres => m.postgres,
-        };
+        let sql = m.sql;
         let failed = |e: sqlx::Error| ConnectError::Migration {
             version: m.version,
             source: e.into(),

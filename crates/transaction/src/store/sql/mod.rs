@@ -54,7 +54,7 @@
 //!   coordinators claiming at once never get the same transaction.
 //!
 //! The schema is created and upgraded by migrations shipped with the
-//! crate (`migrations/{sqlite,postgres}/`), applied in order in one
+//! crate (`migrations/log/`, SQL both engines run), applied in order in one
 //! transaction and tracked in `rampart_tx_migrations`. A database at a
 //! newer version than this build knows is refused
 //! ([`ConnectError::SchemaTooNew`]), never used.
