@@ -55,6 +55,9 @@ where
     free: Vec<usize>,
     /// Slots called since their last `poll_ready`.
     unpolled: Vec<usize>,
+    /// The slots being polled now: swapped with `unpolled` so that neither
+    /// list allocates per call.
+    polling: Vec<usize>,
     /// Slots that may be picked; valid when `routable_dirty` is false.
     routable: Vec<usize>,
     routable_dirty: bool,
@@ -242,6 +245,7 @@ where
             by_key: HashMap::new(),
             free: Vec::new(),
             unpolled: Vec::new(),
+            polling: Vec::new(),
             routable: Vec::new(),
             routable_dirty: true,
             table_changed: true,
@@ -284,6 +288,7 @@ where
             by_key: self.by_key,
             free: self.free,
             unpolled: self.unpolled,
+            polling: self.polling,
             routable: self.routable,
             routable_dirty: self.routable_dirty,
             table_changed: self.table_changed,
@@ -456,6 +461,13 @@ where
         Ok(())
     }
 
+    /// `key`'s service failed its `poll_ready`: it is dropped until
+    /// discovery inserts the endpoint again.
+    fn failed(&mut self, key: &D::Key, error: &BoxError) {
+        tracing::warn!(balancer = %self.config.name, endpoint = %key, %error, "endpoint failed; removed until discovery adds it again");
+        self.remove(key);
+    }
+
     /// Takes back the services driver tasks brought to readiness.
     fn collect_driven(&mut self, cx: &mut Context<'_>) {
         while let Poll::Ready(Some(driven)) = self.driven_rx.poll_recv(cx) {
@@ -472,8 +484,7 @@ where
                 }
                 Err(e) => {
                     let key = entry.key.clone();
-                    tracing::warn!(balancer = %self.config.name, endpoint = %key, error = %e, "endpoint failed; removed until discovery adds it again");
-                    self.remove(&key);
+                    self.failed(&key, &e);
                 }
             }
         }
@@ -671,7 +682,9 @@ where
         // ready goes to a task that drives it, so it becomes ready even if
         // no request comes.
         let mut failed = Vec::new();
-        for slot in std::mem::take(&mut self.unpolled) {
+        let mut polling = std::mem::take(&mut self.polling);
+        std::mem::swap(&mut polling, &mut self.unpolled);
+        for slot in polling.drain(..) {
             let Some(entry) = self.slots[slot].as_mut() else {
                 continue;
             };
@@ -711,10 +724,9 @@ where
                 Poll::Ready(Err(e)) => failed.push((entry.key.clone(), e.into())),
             }
         }
+        self.polling = polling;
         for (key, e) in failed {
-            let e: BoxError = e;
-            tracing::warn!(balancer = %self.config.name, endpoint = %key, error = %e, "endpoint failed; removed until discovery adds it again");
-            self.remove(&key);
+            self.failed(&key, &e);
         }
 
         if self.next_backoff_end.is_some_and(|end| end <= now) {
