@@ -99,8 +99,7 @@ mod postgres_env {
     pub(crate) type Env = super::Env<Db>;
 
     pub(crate) async fn env(test: &str) -> Env {
-        let url = std::env::var("RAMPART_POSTGRES_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+        let url = super::common::postgres_url();
         let pool = PgPoolOptions::new()
             .max_connections(20)
             .connect(&url)
