@@ -10,10 +10,11 @@
 //! | sagas: DAG of steps, pivot, compensation in reverse order, global timeout | [`saga`] |
 //! | TCC: try all, log the decision, confirm all or cancel what was tried | [`tcc`] |
 //! | 2PC: prepare all, log the decision, commit or roll back all; presumed abort | [`two_phase`] |
+//! | 3PC: CanCommit, PreCommit, DoCommit; the participant-side state machine with its timeouts; why it is unsafe under partitions | [`three_phase`] |
 //! | the participant barrier: SQLite and PostgreSQL (features `sqlite`, `postgres`, on by default), Redis (feature `redis`) | [`barrier`] |
 //! | crash injection for your own participants and store (feature `testing`) | `testing` |
 //!
-//! Not built yet (issue 7): the 3PC engine and the admin router. Guide: `docs/transaction.md`.
+//! Not built yet (issue 7): the admin router. Guide: `docs/transaction.md`.
 //!
 //! ```
 //! use rampart_transaction::model::{BranchId, Op, TxId};
@@ -41,4 +42,5 @@ pub mod store;
 pub mod tcc;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod three_phase;
 pub mod two_phase;

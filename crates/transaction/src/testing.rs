@@ -16,13 +16,14 @@
 //!   nothing more happens in the dead coordinator's name (its other
 //!   parallel calls included).
 //! - [`CrashHarness::sweep`] runs a saga ([`CrashHarness::new`]), a TCC
-//!   ([`CrashHarness::tcc`]) or a 2PC transaction
-//!   ([`CrashHarness::two_phase`]) once for every N (writes, then
+//!   ([`CrashHarness::tcc`]), a 2PC ([`CrashHarness::two_phase`]) or a 3PC
+//!   transaction ([`CrashHarness::three_phase`]) once for every N (writes, then
 //!   participant calls) until a run completes without crashing, and
 //!   checks, after recovery, that the transaction reached exactly one
 //!   terminal state (`Committed` or `Aborted`, and a further recovery
-//!   round changes nothing), with every action / try / prepare succeeded
-//!   (and, TCC and 2PC, confirmed / committed) when committed, or every
+//!   round changes nothing), with every action / try / prepare / CanCommit
+//!   succeeded (and, TCC, 2PC and 3PC, confirmed / committed; 3PC also
+//!   pre-committed) when committed, or every
 //!   one that may have run compensated / cancelled / rolled back when
 //!   aborted, as logged. Your `check` closure checks the participants'
 //!   side (effects applied once, no action after its compensation).
@@ -80,6 +81,7 @@ use crate::phased::{Ops, PhasedPlan};
 use crate::saga::{Saga, SagaPlan};
 use crate::store::{BoxFuture, StoreError, TxFilter, TxStore, TxSummary, Write};
 use crate::tcc::Tcc;
+use crate::three_phase::ThreePhase;
 use crate::two_phase::TwoPhase;
 
 // === impl CrashSwitch ===
@@ -411,6 +413,7 @@ enum Definition {
     Saga(Saga),
     Tcc(Tcc),
     TwoPhase(TwoPhase),
+    ThreePhase(ThreePhase),
 }
 
 impl Definition {
@@ -419,6 +422,7 @@ impl Definition {
             Self::Saga(d) => d.name(),
             Self::Tcc(d) => d.name(),
             Self::TwoPhase(d) => d.name(),
+            Self::ThreePhase(d) => d.name(),
         }
     }
 }
@@ -500,6 +504,13 @@ impl CrashHarness {
         Self::of(store, config, Definition::TwoPhase(tx))
     }
 
+    /// A harness running the 3PC transaction `tx`; see [`new`](Self::new).
+    /// The participants are the coordinator's view; their own timeouts are
+    /// not modelled (see [`crate::three_phase`] for what those can split).
+    pub fn three_phase(store: Arc<dyn TxStore>, config: CoordinatorConfig, tx: ThreePhase) -> Self {
+        Self::of(store, config, Definition::ThreePhase(tx))
+    }
+
     fn of(store: Arc<dyn TxStore>, config: CoordinatorConfig, definition: Definition) -> Self {
         Self {
             store,
@@ -546,7 +557,7 @@ impl CrashHarness {
         }
         Ok(match &self.definition {
             Definition::Saga(saga) => c.saga(saga.clone()),
-            Definition::Tcc(_) | Definition::TwoPhase(_) => c,
+            Definition::Tcc(_) | Definition::TwoPhase(_) | Definition::ThreePhase(_) => c,
         })
     }
 
@@ -577,6 +588,9 @@ impl CrashHarness {
                     Definition::Tcc(d) => doomed.start_tcc_with_id(d, id.clone(), input).await,
                     Definition::TwoPhase(d) => {
                         doomed.start_two_phase_with_id(d, id.clone(), input).await
+                    }
+                    Definition::ThreePhase(d) => {
+                        doomed.start_three_phase_with_id(d, id.clone(), input).await
                     }
                 }
             };
@@ -692,8 +706,10 @@ impl CrashHarness {
 /// The ops a protocol calls its branches with, and which branches have an
 /// undo op.
 struct Shape {
-    /// Action, try, prepare.
+    /// Action, try, prepare, CanCommit.
     first: Op,
+    /// PreCommit (3PC only).
+    pre: Option<Op>,
     /// Confirm, commit (none for a saga).
     commit: Option<Op>,
     /// Compensate, cancel, rollback.
@@ -710,6 +726,7 @@ impl Shape {
                 serde_json::from_value(record.plan.clone()).map_err(undecodable)?;
             return Ok(Self {
                 first: Op::Action,
+                pre: None,
                 commit: None,
                 undo: Op::Compensate,
                 branches: plan
@@ -724,6 +741,7 @@ impl Shape {
         let plan: PhasedPlan = serde_json::from_value(record.plan.clone()).map_err(undecodable)?;
         Ok(Self {
             first: ops.first,
+            pre: ops.pre,
             commit: Some(ops.commit),
             undo: ops.undo,
             branches: plan.branches.into_iter().map(|b| (b.id, true)).collect(),
@@ -731,12 +749,13 @@ impl Shape {
     }
 }
 
-/// The undo op of a first op (action, try, prepare).
+/// The undo op of a forward op (action, try, prepare, CanCommit,
+/// PreCommit).
 fn undo_of(op: Op) -> Option<Op> {
     match op {
         Op::Action => Some(Op::Compensate),
         Op::Try => Some(Op::Cancel),
-        Op::Prepare => Some(Op::Rollback),
+        Op::Prepare | Op::CanCommit | Op::PreCommit => Some(Op::Rollback),
         _ => None,
     }
 }
@@ -752,7 +771,10 @@ fn check_log(record: &TxRecord) -> Result<(), String> {
     match record.state {
         TxState::Committed => {
             for (id, _) in &shape.branches {
-                for op in std::iter::once(shape.first).chain(shape.commit) {
+                for op in std::iter::once(shape.first)
+                    .chain(shape.pre)
+                    .chain(shape.commit)
+                {
                     let s = state(id, op);
                     if s != Some(BranchState::Succeeded) {
                         return Err(format!("committed but {op} of {id} is {s:?}"));
@@ -879,10 +901,10 @@ impl EffectLedger {
             .sum()
     }
 
-    /// Checks the participants' side of `record` (a finished saga, TCC or
-    /// 2PC transaction): no action / try / prepare arrived after its undo;
-    /// committed → every one applied (and confirmed / committed) and none
-    /// undone; aborted → nothing confirmed / committed, every applied one
+    /// Checks the participants' side of `record` (a finished saga, TCC,
+    /// 2PC or 3PC transaction): no action / try / prepare / CanCommit /
+    /// PreCommit arrived after its undo; committed → every one applied (and
+    /// pre-committed, confirmed / committed) and none undone; aborted → nothing confirmed / committed, every applied one
     /// undone, and refused steps not applied.
     pub fn check(&self, record: &TxRecord) -> Result<(), String> {
         let shape = Shape::of(record)?;
@@ -897,7 +919,8 @@ impl EffectLedger {
         let has = |b: &BranchId, op| s.applied.contains(&(tx.clone(), b.clone(), op));
         for (id, has_undo) in &shape.branches {
             let (done, undone) = (has(id, shape.first), has(id, shape.undo));
-            let committed = shape.commit.is_none_or(|op| has(id, op));
+            let committed =
+                shape.commit.is_none_or(|op| has(id, op)) && shape.pre.is_none_or(|op| has(id, op));
             let any_commit = shape.commit.is_some_and(|op| has(id, op));
             match record.state {
                 TxState::Committed if !done || !committed || undone => {

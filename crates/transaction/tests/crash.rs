@@ -65,3 +65,8 @@ async fn every_crash_point_of_a_tcc_ends_confirmed_or_cancelled_each_effect_once
 async fn every_crash_point_of_a_two_phase_commit_ends_committed_or_rolled_back() {
     phased_paths(Arc::new(MemoryTxStore::new()), Protocol::TwoPhase).await;
 }
+
+#[tokio::test]
+async fn every_crash_point_of_a_three_phase_commit_ends_committed_or_rolled_back() {
+    phased_paths(Arc::new(MemoryTxStore::new()), Protocol::ThreePhase).await;
+}

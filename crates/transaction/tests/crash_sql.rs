@@ -126,3 +126,16 @@ async fn postgres_two_phase_paths() {
     phased_paths(store, Protocol::TwoPhase).await;
     schema.drop_now().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_three_phase_paths() {
+    let (store, _file) = sqlite("three_phase").await;
+    phased_paths(store, Protocol::ThreePhase).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_three_phase_paths() {
+    let (store, schema) = postgres("three_phase").await;
+    phased_paths(store, Protocol::ThreePhase).await;
+    schema.drop_now().await;
+}

@@ -375,3 +375,53 @@ fn invalid_definitions_are_refused_with_the_cause() {
         Err(DefinitionError::InvalidId(_))
     ));
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_global_timeout_bounds_the_tries_and_is_logged_as_a_deadline() {
+    // b's try hangs; the deadline (5 s) cuts it and cancels every try
+    let script = Script::new(|call, _| {
+        let hang = call.branch.as_str() == "b" && call.op == Op::Try;
+        (
+            Duration::from_secs(if hang { 600 } else { 0 }),
+            Ok(Value::Null),
+        )
+    });
+    let c = coordinator(memory(), &script);
+    let tcc = Tcc::builder("abc")
+        .branch(Branch::new("a", "p"))
+        .branch(Branch::new("b", "p"))
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let outcome = c.start_tcc(&tcc, json!({})).await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(6));
+    assert_eq!(outcome.state, TxState::Aborted);
+    assert!(outcome.reason.unwrap().contains("global timeout"));
+    let record = c.inspect(&outcome.id).await.unwrap();
+    assert!(record.deadline.is_some());
+    assert_eq!(script.count("a:cancel"), 1);
+    assert_eq!(script.count("b:cancel"), 1);
+    assert_eq!(script.count("a:confirm"), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_global_timeout_does_not_cut_phase_two() {
+    // every confirm takes 10 s, twice the global timeout: it still commits
+    let script = Script::new(|call, _| {
+        let slow = call.op == Op::Confirm;
+        (
+            Duration::from_secs(if slow { 10 } else { 0 }),
+            Ok(Value::Null),
+        )
+    });
+    let c = coordinator(memory(), &script);
+    let tcc = Tcc::builder("abc")
+        .branch(Branch::new("a", "p"))
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let outcome = c.start_tcc(&tcc, json!({})).await.unwrap();
+    assert_eq!(outcome.state, TxState::Committed);
+    assert_eq!(script.count("a:confirm"), 1);
+}

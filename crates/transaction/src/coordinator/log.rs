@@ -11,6 +11,14 @@ use tokio::time::{Instant, sleep};
 
 use super::Inner;
 use crate::model::{TxRecord, now_ms};
+
+/// The record's logged deadline (wall clock, shared by every coordinator)
+/// as a point on tokio's clock, if it has one.
+pub(crate) fn deadline_of(record: &TxRecord) -> Option<Instant> {
+    record
+        .deadline
+        .map(|d| Instant::now() + std::time::Duration::from_millis(d.saturating_sub(now_ms())))
+}
 use crate::store::{StoreError, Write};
 
 /// Why a run stopped before a terminal state. The transaction stays in the

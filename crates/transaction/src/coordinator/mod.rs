@@ -1,5 +1,5 @@
 //! The [`Coordinator`]: the protocol-neutral machinery every engine (saga,
-//! TCC and 2PC now; 3PC later) drives transactions with.
+//! TCC, 2PC and 3PC) drives transactions with.
 //!
 //! - **Log before acting.** A transaction is created in the [`TxStore`]
 //!   before any participant is called (a store that cannot log it fails
@@ -23,13 +23,14 @@
 //!   [`run_recovery`](Coordinator::run_recovery)) claims active
 //!   transactions whose lease is free or expired and drives each to a
 //!   terminal state from the log alone (a branch logged `Sent` is in
-//!   doubt; a TCC or 2PC transaction with no logged decision is aborted:
-//!   presumed abort). A transaction whose record does not decode is parked in
+//!   doubt; a TCC, 2PC or 3PC transaction with no logged decision is
+//!   aborted: presumed abort, except a 3PC transaction that may have sent
+//!   a PreCommit, which goes forward). A transaction whose record does not decode is parked in
 //!   [`NeedsIntervention`](TxState::NeedsIntervention) with the reason,
 //!   and the others go on.
 //! - **Parking.** What cannot finish by itself (a compensation that keeps
 //!   failing, a step past a saga's pivot that keeps failing, a TCC confirm
-//!   or cancel, a 2PC commit or rollback that keeps failing) is parked in
+//!   or cancel, a 2PC or 3PC commit or rollback that keeps failing) is parked in
 //!   `NeedsIntervention` with the reason: never dropped, never retried
 //!   forever in silence. The admin calls ([`resume`](Coordinator::resume),
 //!   [`force_compensate`](Coordinator::force_compensate),
@@ -55,7 +56,7 @@ pub use config::CoordinatorConfig;
 pub use error::TxError;
 
 pub(crate) use branch::{BranchSpec, CallEnd, call_branch};
-pub(crate) use log::{Halt, Pending, TxLog, next_done, read};
+pub(crate) use log::{Halt, Pending, TxLog, deadline_of, next_done, read};
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -75,6 +76,7 @@ use crate::phased::{self, Definition};
 use crate::saga::{self, Saga};
 use crate::store::{StoreError, TxFilter, TxStore, TxSummary, TxUpdate, Write};
 use crate::tcc::Tcc;
+use crate::three_phase::ThreePhase;
 use crate::two_phase::TwoPhase;
 
 /// Counter: transactions logged by `start`.
@@ -97,8 +99,8 @@ pub struct TxOutcome {
     pub state: TxState,
     /// Why (the failure that aborted it, why it is parked).
     pub reason: Option<String>,
-    /// Each action's (saga), try's (TCC) or prepare's (2PC) output, for
-    /// the branches where it succeeded.
+    /// Each action's (saga), try's (TCC), prepare's (2PC) or CanCommit's
+    /// (3PC) output, for the branches where it succeeded.
     pub outputs: BTreeMap<BranchId, Value>,
 }
 
@@ -111,7 +113,7 @@ impl TxOutcome {
             outputs: record
                 .branches
                 .iter()
-                .filter(|b| matches!(b.op, Op::Action | Op::Try | Op::Prepare))
+                .filter(|b| matches!(b.op, Op::Action | Op::Try | Op::Prepare | Op::CanCommit))
                 .filter_map(|b| Some((b.branch.clone(), b.output.clone()?)))
                 .collect(),
         }
@@ -394,6 +396,33 @@ impl Coordinator {
         self.start_phased(&tx.def, id, input).await
     }
 
+    /// Starts the 3PC transaction `tx` with `input` under a fresh id and
+    /// runs it to the end. See
+    /// [`start_three_phase_with_id`](Self::start_three_phase_with_id).
+    pub async fn start_three_phase(
+        &self,
+        tx: &ThreePhase,
+        input: Value,
+    ) -> Result<TxOutcome, TxError> {
+        self.start_three_phase_with_id(tx, TxId::generate(), input)
+            .await
+    }
+
+    /// Starts the 3PC transaction `tx` with `input` as transaction `id`
+    /// and runs it to a terminal (or parked) state: see
+    /// [`crate::three_phase`]. Fails before anything is called as
+    /// [`start_with_id`](Self::start_with_id) does; a run that stops
+    /// midway returns [`TxError::Interrupted`] and recovery finishes it
+    /// (aborting it if no PreCommit was sent, going forward if one was).
+    pub async fn start_three_phase_with_id(
+        &self,
+        tx: &ThreePhase,
+        id: TxId,
+        input: Value,
+    ) -> Result<TxOutcome, TxError> {
+        self.start_phased(&tx.def, id, input).await
+    }
+
     async fn start_phased(
         &self,
         def: &Definition,
@@ -401,8 +430,16 @@ impl Coordinator {
         input: Value,
     ) -> Result<TxOutcome, TxError> {
         check_participants(&self.inner, def.participants())?;
-        self.begin(def.protocol(), def.plan_value(), None, id, input, Some(def))
-            .await
+        let deadline = def.deadline_from(now_ms());
+        self.begin(
+            def.protocol(),
+            def.plan_value(),
+            deadline,
+            id,
+            input,
+            Some(def),
+        )
+        .await
     }
 
     /// Logs a new transaction, then drives it.
@@ -472,23 +509,19 @@ impl Coordinator {
 
     /// Runs `record` (leased to this coordinator) with its protocol's
     /// engine, in a `transaction` span; releases the lease at the end.
-    /// `def` is the definition of a TCC or 2PC transaction this run just
-    /// created (its phase one runs); `None` for a saga or a recovered one.
+    /// `def` is the definition of a TCC, 2PC or 3PC transaction this run
+    /// just created (its phase one runs); `None` for a saga or a recovered
+    /// one.
     async fn drive(&self, record: TxRecord, def: Option<&Definition>) -> Result<TxRecord, Halt> {
         let inner = &*self.inner;
         let span = tracing::info_span!("transaction", name = %inner.config.name, tx = %record.id, protocol = record.protocol.as_str());
-        let (id, protocol) = (record.id.clone(), record.protocol);
+        let id = record.id.clone();
         let result = async {
             match record.protocol {
                 Protocol::Saga => saga::engine::drive(inner, record).await,
-                Protocol::Tcc | Protocol::TwoPhase => {
+                Protocol::Tcc | Protocol::TwoPhase | Protocol::ThreePhase => {
                     phased::engine::drive(inner, record, def).await
                 }
-                // left to a coordinator that has the engine: released below
-                other => Err(Halt::Lost(format!(
-                    "no {} engine in this coordinator",
-                    other.as_str()
-                ))),
             }
         }
         .instrument(span)
@@ -503,9 +536,6 @@ impl Coordinator {
             Err(halt) => {
                 inner.metrics.finished("interrupted");
                 tracing::warn!(name = %inner.config.name, tx = %id, reason = %halt.reason(), "run interrupted; recovery resumes it");
-                if protocol == Protocol::ThreePhase {
-                    let _ = inner.store.release(&id, &inner.owner).await;
-                }
             }
         }
         result

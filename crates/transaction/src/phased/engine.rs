@@ -1,11 +1,19 @@
-//! The TCC / 2PC engine: drives one transaction from its log record,
+//! The TCC / 2PC / 3PC engine: drives one transaction from its log record,
 //! whether the run was just started or is recovered.
 //!
-//! Phase one (try / prepare) runs only in the run that started the
-//! transaction. A transaction recovered before its decision was logged is
-//! aborted (presumed abort): every branch whose phase one ran or may have
-//! run is cancelled / rolled back; phase one is never re-sent after a
-//! crash, so no try or prepare can arrive after its cancel or rollback.
+//! Phase one (try / prepare / CanCommit) runs only in the run that started
+//! the transaction. A transaction recovered before its decision was logged
+//! is aborted (presumed abort): every branch whose phase one ran or may
+//! have run is cancelled / rolled back; phase one is never re-sent after a
+//! crash, so no try, prepare or CanCommit can arrive after its undo.
+//!
+//! 3PC adds PreCommit between the votes and the decision. Once a PreCommit
+//! may have been sent (one is logged), a recovered transaction goes
+//! forward instead: the PreCommits are (re)sent and, when every branch
+//! acknowledged, commit is decided. A pre-committed participant commits on
+//! its own when it hears nothing, so aborting then would split the
+//! outcome; going forward only splits it if a participant already aborted
+//! on its own, which its refused PreCommit reveals (then abort).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,16 +21,18 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
+use tokio::time::Instant;
 
 use super::{Definition, Ops, PhasedPlan};
 use crate::coordinator::{
-    BranchSpec, CallEnd, Halt, Inner, Pending, TxLog, call_branch, next_done, park, read,
+    BranchSpec, CallEnd, Halt, Inner, Pending, TxLog, call_branch, deadline_of, next_done, park,
+    read,
 };
 use crate::model::{BranchId, BranchState, Decision, Op, TxRecord, TxState};
 use crate::saga::PlanRequest;
 use crate::store::{TxUpdate, Write};
 
-/// Drives the TCC or 2PC transaction in `record` (leased to this
+/// Drives the TCC, 2PC or 3PC transaction in `record` (leased to this
 /// coordinator) to a terminal or parked state. `fresh` is the definition
 /// when this run just created the transaction (phase one runs), `None`
 /// when it is recovered.
@@ -57,21 +67,30 @@ pub(crate) async fn drive(
         }
     }
     let state = record.state;
+    // 3PC: a logged PreCommit may have reached its participant
+    let pre_commit = ops
+        .pre
+        .filter(|&pre| record.branches.iter().any(|b| b.op == pre));
+    let deadline = deadline_of(&record);
     let log = TxLog::new(inner, record);
     let run = Run {
         inner,
         plan,
         ops,
+        deadline,
         published: log.published(),
         log: Mutex::new(log),
     };
     match (state, fresh) {
         (TxState::Running, Some(def)) => run.phase_one(def).await,
-        (TxState::Running, None) => {
-            let reason = "presumed abort: the coordinator stopped before logging a decision";
-            run.phase_two(Decision::Abort, Some(reason.to_owned()))
-                .await
-        }
+        (TxState::Running, None) => match pre_commit {
+            Some(pre) => run.pre_commit(pre).await,
+            None => {
+                let reason = "presumed abort: the coordinator stopped before logging a decision";
+                run.phase_two(Decision::Abort, Some(reason.to_owned()))
+                    .await
+            }
+        },
         (TxState::Committing, _) => run.phase_two(Decision::Commit, None).await,
         (TxState::Aborting, _) => run.phase_two(Decision::Abort, None).await,
         _ => Ok(read(&run.published)),
@@ -88,6 +107,8 @@ struct Run<'c> {
     inner: &'c Inner,
     plan: PhasedPlan,
     ops: Ops,
+    /// The global timeout of phase one (and of 3PC's votes), if any.
+    deadline: Option<Instant>,
     log: Mutex<TxLog<'c>>,
     /// The record as last written (see [`TxLog::published`]): read it
     /// without the log's lock, which the running calls may be queued for.
@@ -106,7 +127,8 @@ impl Run<'_> {
     }
 
     /// Phase one on every branch (all at once, or one after the other if
-    /// sequential, stopping at the first failure); then the decision.
+    /// sequential, stopping at the first failure); then (3PC) PreCommit,
+    /// and the decision.
     async fn phase_one(&self, def: &Definition) -> Result<TxRecord, Halt> {
         let n = self.plan.branches.len();
         let mut failure: Option<String> = None;
@@ -128,6 +150,31 @@ impl Run<'_> {
                 if let End::Failed(reason) = next_done(&mut running).await? {
                     failure.get_or_insert(reason);
                 }
+            }
+        }
+        match (failure, self.ops.pre) {
+            (Some(reason), _) => self.phase_two(Decision::Abort, Some(reason)).await,
+            (None, Some(pre)) => self.pre_commit(pre).await,
+            (None, None) => self.phase_two(Decision::Commit, None).await,
+        }
+    }
+
+    /// 3PC: PreCommit to every branch not yet acknowledged (all at once;
+    /// every call ends before the decision); commit if all acknowledged,
+    /// else abort. The global timeout does not apply: a pre-committed
+    /// participant goes forward on its own, so the coordinator does too.
+    async fn pre_commit(&self, pre: Op) -> Result<TxRecord, Halt> {
+        let record = self.snapshot();
+        let mut running: Pending<'_, Result<End, Halt>> = Vec::new();
+        for (i, branch) in self.plan.branches.iter().enumerate() {
+            if self.state(&record, i, pre) != Some(BranchState::Succeeded) {
+                running.push(Box::pin(self.follow_up(i, pre, &branch.participant)));
+            }
+        }
+        let mut failure: Option<String> = None;
+        while !running.is_empty() {
+            if let End::Failed(reason) = next_done(&mut running).await? {
+                failure.get_or_insert(reason);
             }
         }
         match failure {
@@ -159,8 +206,14 @@ impl Run<'_> {
                 build(&record.input, &outputs)
             }
         };
-        self.call(i, self.ops.first, &branch.participant, request)
-            .await
+        self.call(
+            i,
+            self.ops.first,
+            &branch.participant,
+            request,
+            self.deadline,
+        )
+        .await
     }
 
     /// Logs `decision` (unless it is logged already), then runs phase two
@@ -205,7 +258,12 @@ impl Run<'_> {
                     .is_some_and(BranchState::may_have_applied),
             };
             if needed && self.state(&record, i, op) != Some(BranchState::Succeeded) {
-                running.push(Box::pin(self.second(i, decision)));
+                let branch = &self.plan.branches[i];
+                let participant = match decision {
+                    Decision::Commit => &branch.commit,
+                    Decision::Abort => &branch.undo,
+                };
+                running.push(Box::pin(self.follow_up(i, op, participant)));
             }
         }
         let mut stop: Option<String> = None;
@@ -235,13 +293,10 @@ impl Run<'_> {
         Ok(log.record.clone())
     }
 
-    /// One phase-two call, with `{"request", "output"}` of phase one.
-    async fn second(&self, i: usize, decision: Decision) -> Result<End, Halt> {
+    /// A call after phase one (3PC PreCommit, phase two), with
+    /// `{"request", "output"}` of phase one.
+    async fn follow_up(&self, i: usize, op: Op, participant: &str) -> Result<End, Halt> {
         let branch = &self.plan.branches[i];
-        let (op, participant) = match decision {
-            Decision::Commit => (self.ops.commit, &branch.commit),
-            Decision::Abort => (self.ops.undo, &branch.undo),
-        };
         let record = self.snapshot();
         let request = match record.branch(&branch.id, op) {
             Some(logged) => logged.request.clone(),
@@ -253,12 +308,19 @@ impl Run<'_> {
                 })
             }
         };
-        self.call(i, op, participant, request).await
+        self.call(i, op, participant, request, None).await
     }
 
     /// Calls branch `i` with `op` through the coordinator's logged,
-    /// retried branch call.
-    async fn call(&self, i: usize, op: Op, participant: &str, request: Value) -> Result<End, Halt> {
+    /// retried branch call; no attempt runs past `deadline`.
+    async fn call(
+        &self,
+        i: usize,
+        op: Op,
+        participant: &str,
+        request: Value,
+        deadline: Option<Instant>,
+    ) -> Result<End, Halt> {
         let branch = &self.plan.branches[i];
         let spec = BranchSpec {
             branch: &branch.id,
@@ -266,7 +328,7 @@ impl Run<'_> {
             participant,
             request,
             timeout: Duration::from_millis(branch.timeout_ms),
-            deadline: None,
+            deadline,
             on_success: None,
         };
         Ok(match call_branch(self.inner, &self.log, spec).await? {

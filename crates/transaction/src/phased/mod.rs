@@ -1,7 +1,9 @@
-//! What TCC and 2PC share: a set of branches, each called once in phase
-//! one (TCC try, 2PC prepare), then, after a logged decision, once in phase
-//! two (confirm or cancel, commit or rollback). The definition types are
-//! re-exported by [`tcc`](crate::tcc) and [`two_phase`](crate::two_phase).
+//! What TCC, 2PC and 3PC share: a set of branches, each called once in
+//! phase one (TCC try, 2PC prepare, 3PC CanCommit; for 3PC then PreCommit),
+//! then, after a logged decision, once in phase two (confirm or cancel,
+//! commit or rollback). The definition types are re-exported by
+//! [`tcc`](crate::tcc), [`two_phase`](crate::two_phase) and
+//! [`three_phase`](crate::three_phase).
 
 pub(crate) mod engine;
 
@@ -16,9 +18,11 @@ use serde_json::Value;
 use crate::model::{BranchId, InvalidId, Op, Protocol, duration_ms};
 use crate::saga::{PlanRequest, Request, RequestFn};
 
-/// One branch of a TCC or 2PC transaction: a participant called in both
-/// phases (with [`Op::Try`], [`Op::Confirm`], [`Op::Cancel`] for TCC;
-/// [`Op::Prepare`], [`Op::Commit`], [`Op::Rollback`] for 2PC).
+/// One branch of a TCC, 2PC or 3PC transaction: a participant called in
+/// every phase (with [`Op::Try`], [`Op::Confirm`], [`Op::Cancel`] for TCC;
+/// [`Op::Prepare`], [`Op::Commit`], [`Op::Rollback`] for 2PC;
+/// [`Op::CanCommit`], [`Op::PreCommit`], [`Op::Commit`] (DoCommit) and
+/// [`Op::Rollback`] (abort) for 3PC).
 #[derive(Clone)]
 pub struct Branch {
     id: String,
@@ -56,13 +60,15 @@ impl Branch {
         }
     }
 
-    /// Sends the confirm (TCC) or commit (2PC) to another participant.
+    /// Sends the confirm (TCC) or commit (2PC, 3PC DoCommit) to another
+    /// participant.
     pub fn commit_with(mut self, participant: impl Into<String>) -> Self {
         self.commit = Some(participant.into());
         self
     }
 
-    /// Sends the cancel (TCC) or rollback (2PC) to another participant.
+    /// Sends the cancel (TCC) or rollback (2PC, 3PC abort) to another
+    /// participant.
     pub fn undo_with(mut self, participant: impl Into<String>) -> Self {
         self.undo = Some(participant.into());
         self
@@ -118,9 +124,20 @@ macro_rules! definition {
                 self
             }
 
+            /// A global timeout on the first phase, from the start: logged
+            /// as a deadline (so it holds across recovery); no first-phase
+            /// attempt runs past it, and reaching it decides abort. Once a
+            /// commit decision is logged the deadline no longer applies:
+            /// phase two goes on until it succeeds or the transaction is
+            /// parked. Must be longer than zero. Defaults to none.
+            pub fn timeout(mut self, timeout: std::time::Duration) -> Self {
+                self.def.timeout(timeout);
+                self
+            }
+
             /// Checks the definition: a valid name and branch ids, at
-            /// least one branch, unique ids, timeouts longer than zero,
-            /// participant names not empty.
+            /// least one branch, unique ids, timeouts (per attempt and
+            /// global) longer than zero, participant names not empty.
             pub fn build(self) -> Result<$def, $crate::phased::DefinitionError> {
                 Ok($def {
                     def: self.def.build($protocol)?,
@@ -157,7 +174,7 @@ macro_rules! definition {
 
 pub(crate) use definition;
 
-/// An invalid TCC or 2PC definition.
+/// An invalid TCC, 2PC or 3PC definition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum DefinitionError {
@@ -171,6 +188,8 @@ pub enum DefinitionError {
     ZeroTimeout(String),
     /// A branch names an empty participant.
     EmptyParticipant(String),
+    /// The global timeout is zero.
+    ZeroGlobalTimeout,
     /// The plan does not serialize.
     Plan(String),
 }
@@ -183,6 +202,7 @@ impl fmt::Display for DefinitionError {
             Self::DuplicateBranch(b) => write!(f, "two branches are named {b:?}"),
             Self::ZeroTimeout(b) => write!(f, "branch {b:?} has a zero timeout"),
             Self::EmptyParticipant(b) => write!(f, "branch {b:?} names an empty participant"),
+            Self::ZeroGlobalTimeout => f.write_str("the global timeout is zero"),
             Self::Plan(e) => write!(f, "the plan does not serialize: {e}"),
         }
     }
@@ -190,12 +210,14 @@ impl fmt::Display for DefinitionError {
 
 impl std::error::Error for DefinitionError {}
 
-/// The builder both `TccBuilder` and `TwoPhaseBuilder` wrap.
+/// The builder `TccBuilder`, `TwoPhaseBuilder` and `ThreePhaseBuilder`
+/// wrap.
 #[derive(Debug, Clone)]
 pub(crate) struct DefinitionBuilder {
     name: String,
     branches: Vec<Branch>,
     sequential: bool,
+    timeout: Option<Duration>,
 }
 
 impl DefinitionBuilder {
@@ -204,7 +226,12 @@ impl DefinitionBuilder {
             name,
             branches: Vec::new(),
             sequential: false,
+            timeout: None,
         }
+    }
+
+    pub(crate) fn timeout(&mut self, timeout: Duration) {
+        self.timeout = Some(timeout);
     }
 
     pub(crate) fn branch(&mut self, branch: Branch) {
@@ -222,6 +249,9 @@ impl DefinitionBuilder {
         BranchId::new(self.name.clone()).map_err(DefinitionError::InvalidId)?;
         if self.branches.is_empty() {
             return Err(DefinitionError::NoBranches);
+        }
+        if self.timeout.is_some_and(|t| t.is_zero()) {
+            return Err(DefinitionError::ZeroGlobalTimeout);
         }
         let mut seen = HashSet::new();
         let mut plan_branches = Vec::new();
@@ -263,12 +293,13 @@ impl DefinitionBuilder {
                 plan,
                 plan_value,
                 builders,
+                timeout: self.timeout,
             }),
         })
     }
 }
 
-/// A checked TCC or 2PC definition. Cheap to clone.
+/// A checked TCC, 2PC or 3PC definition. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Definition {
     inner: Arc<DefinitionInner>,
@@ -279,6 +310,7 @@ struct DefinitionInner {
     plan: PhasedPlan,
     plan_value: Value,
     builders: Vec<(BranchId, Arc<RequestFn>)>,
+    timeout: Option<Duration>,
 }
 
 impl fmt::Debug for Definition {
@@ -303,6 +335,14 @@ impl Definition {
         self.inner.plan_value.clone()
     }
 
+    /// The deadline (ms since the epoch) of a transaction started at
+    /// `now`, if the definition has a global timeout.
+    pub(crate) fn deadline_from(&self, now: u64) -> Option<u64> {
+        self.inner
+            .timeout
+            .map(|t| now.saturating_add(duration_ms(t)))
+    }
+
     /// `(branch, participant)` for every call of both phases.
     pub(crate) fn participants(&self) -> impl Iterator<Item = (&BranchId, &str)> {
         self.inner.plan.branches.iter().flat_map(|b| {
@@ -323,11 +363,14 @@ impl Definition {
     }
 }
 
-/// The three ops a protocol calls its branches with.
+/// The ops a protocol calls its branches with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Ops {
-    /// Phase one: try, prepare.
+    /// Phase one: try, prepare, CanCommit.
     pub(crate) first: Op,
+    /// 3PC only: PreCommit, sent to every branch once all voted yes and
+    /// before the commit decision.
+    pub(crate) pre: Option<Op>,
     /// Phase two after a commit decision: confirm, commit.
     pub(crate) commit: Op,
     /// Phase two after an abort decision: cancel, rollback.
@@ -335,28 +378,36 @@ pub(crate) struct Ops {
 }
 
 impl Ops {
-    /// The ops of `protocol`, if it is TCC or 2PC.
+    /// The ops of `protocol`, if it is TCC, 2PC or 3PC.
     pub(crate) fn of(protocol: Protocol) -> Option<Self> {
         match protocol {
             Protocol::Tcc => Some(Self {
                 first: Op::Try,
+                pre: None,
                 commit: Op::Confirm,
                 undo: Op::Cancel,
             }),
             Protocol::TwoPhase => Some(Self {
                 first: Op::Prepare,
+                pre: None,
                 commit: Op::Commit,
                 undo: Op::Rollback,
             }),
-            Protocol::Saga | Protocol::ThreePhase => None,
+            Protocol::ThreePhase => Some(Self {
+                first: Op::CanCommit,
+                pre: Some(Op::PreCommit),
+                commit: Op::Commit,
+                undo: Op::Rollback,
+            }),
+            Protocol::Saga => None,
         }
     }
 }
 
 // === the plan, as logged ===
 
-/// The plan in [`TxRecord::plan`](crate::model::TxRecord::plan) of a TCC
-/// or 2PC transaction.
+/// The plan in [`TxRecord::plan`](crate::model::TxRecord::plan) of a TCC,
+/// 2PC or 3PC transaction.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PhasedPlan {

@@ -12,6 +12,7 @@ use rampart_transaction::saga::{Saga, Step};
 use rampart_transaction::store::TxStore;
 use rampart_transaction::tcc::{Branch, Tcc};
 use rampart_transaction::testing::{CrashHarness, CrashRun, EffectLedger};
+use rampart_transaction::three_phase::ThreePhase;
 use rampart_transaction::two_phase::TwoPhase;
 use serde_json::{Value, json};
 
@@ -118,7 +119,7 @@ pub(crate) async fn pivot_path(store: Arc<dyn TxStore>) {
     assert!(report.crashes >= 14, "{report:?}");
 }
 
-/// A 3-branch TCC or 2PC harness: `a` with a built request, `b` committed
+/// A 3-branch TCC, 2PC or 3PC harness: `a` with a built request, `b` committed
 /// through `p`, `c` rolled back through `p` with a fixed request.
 fn phased_harness(
     store: Arc<dyn TxStore>,
@@ -132,18 +133,28 @@ fn phased_harness(
             .undo_with("p")
             .request_value(json!("fixed")),
     ];
-    let h = if protocol == Protocol::Tcc {
-        let mut b = Tcc::builder("crash-tcc");
-        for branch in branches {
-            b = b.branch(branch);
+    let h = match protocol {
+        Protocol::Tcc => {
+            let mut b = Tcc::builder("crash-tcc");
+            for branch in branches {
+                b = b.branch(branch);
+            }
+            CrashHarness::tcc(store, config(), b.build().unwrap())
         }
-        CrashHarness::tcc(store, config(), b.build().unwrap())
-    } else {
-        let mut b = TwoPhase::builder("crash-2pc");
-        for branch in branches {
-            b = b.branch(branch);
+        Protocol::TwoPhase => {
+            let mut b = TwoPhase::builder("crash-2pc");
+            for branch in branches {
+                b = b.branch(branch);
+            }
+            CrashHarness::two_phase(store, config(), b.build().unwrap())
         }
-        CrashHarness::two_phase(store, config(), b.build().unwrap())
+        _ => {
+            let mut b = ThreePhase::builder("crash-3pc");
+            for branch in branches {
+                b = b.branch(branch);
+            }
+            CrashHarness::three_phase(store, config(), b.build().unwrap())
+        }
     };
     h.participant("p", ledger.participant())
         .participant("q", ledger.participant())
@@ -158,18 +169,20 @@ fn applied(ledger: &EffectLedger, run: &CrashRun, op: Op) -> usize {
         .count()
 }
 
-/// For every crash point of a 3-branch TCC (`Protocol::Tcc`) or 2PC
+/// For every crash point of a 3-branch TCC (`Protocol::Tcc`), 2PC or 3PC
 /// transaction: when phase one succeeds, a crash before the decision is
 /// logged aborts (every try / prepare that applied is undone, nothing
-/// committed) and one after it commits every branch once; when branch `b`
-/// refuses, every run ends aborted. The ledger checks no try / prepare
-/// arrived after its cancel / rollback and nothing was applied twice.
+/// committed) and one after it commits every branch once (3PC: a crash
+/// once a PreCommit is logged goes forward and commits too); when branch
+/// `b` refuses, every run ends aborted. The ledger checks no forward op
+/// arrived after its undo and nothing was applied twice.
 pub(crate) async fn phased_paths(store: Arc<dyn TxStore>, protocol: Protocol) {
-    let [first, commit, undo] = if protocol == Protocol::Tcc {
-        [Op::Try, Op::Confirm, Op::Cancel]
-    } else {
-        [Op::Prepare, Op::Commit, Op::Rollback]
+    let [first, commit, undo] = match protocol {
+        Protocol::Tcc => [Op::Try, Op::Confirm, Op::Cancel],
+        Protocol::TwoPhase => [Op::Prepare, Op::Commit, Op::Rollback],
+        _ => [Op::CanCommit, Op::Commit, Op::Rollback],
     };
+    let three_phase = protocol == Protocol::ThreePhase;
     let ledger = EffectLedger::new();
     let report = phased_harness(Arc::clone(&store), &ledger, protocol)
         .sweep(json!({ "order": 1 }), |run| {
@@ -177,9 +190,15 @@ pub(crate) async fn phased_paths(store: Arc<dyn TxStore>, protocol: Protocol) {
             let n = |op| applied(&ledger, run, op);
             if run.record.state == TxState::Committed {
                 assert_eq!([n(first), n(commit), n(undo)], [3, 3, 0], "{:?}", run.point);
+                if three_phase {
+                    assert_eq!(n(Op::PreCommit), 3, "{:?}", run.point);
+                }
             } else {
                 assert!(run.crashed, "{:?}", run.point);
                 assert_eq!(n(commit), 0, "{:?}", run.point);
+                // 3PC: only a crash before any PreCommit was logged aborts
+                let pre_logged = run.record.branches.iter().any(|b| b.op == Op::PreCommit);
+                assert!(!pre_logged, "{:?}", run.point);
                 // every applied one undone; one logged sent that never
                 // arrived is undone too (an empty cancel)
                 assert!(n(first) <= n(undo), "{:?}", run.point);
@@ -188,8 +207,10 @@ pub(crate) async fn phased_paths(store: Arc<dyn TxStore>, protocol: Protocol) {
         })
         .await
         .unwrap();
-    // 1 create + 2 per phase-one call + 1 decision + 2 per commit + 1 end = 15 writes; 6 calls
-    assert_eq!(report.crashes, 15 + 6, "{report:?}");
+    // 1 create + 2 per phase-one call + 1 decision + 2 per commit + 1 end
+    // = 15 writes; 6 calls. 3PC adds 2 writes and 1 call per PreCommit.
+    let expected = if three_phase { 21 + 9 } else { 15 + 6 };
+    assert_eq!(report.crashes, expected, "{report:?}");
     assert_eq!(report.runs, report.crashes + 2);
     // crashes before the decision abort, the others commit
     assert!(report.committed > 0 && report.aborted > 0, "{report:?}");
