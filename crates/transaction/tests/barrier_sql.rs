@@ -25,17 +25,47 @@ pub(crate) struct Env<DB: BarrierDb> {
     pub(crate) ledger: String,
     /// The SQLite file to remove afterwards.
     file: Option<std::path::PathBuf>,
+    /// The PostgreSQL schema to drop afterwards.
+    schema: Option<String>,
 }
 
 impl<DB: BarrierDb> Drop for Env<DB> {
     fn drop(&mut self) {
-        let Some(path) = &self.file else { return };
-        for suffix in ["", "-wal", "-shm"] {
-            let mut p = path.clone().into_os_string();
-            p.push(suffix);
-            let _ = std::fs::remove_file(p);
+        if let Some(path) = &self.file {
+            for suffix in ["", "-wal", "-shm"] {
+                let mut p = path.clone().into_os_string();
+                p.push(suffix);
+                let _ = std::fs::remove_file(p);
+            }
         }
     }
+}
+
+impl<DB: BarrierDb> Env<DB> {
+    /// Closes the pool (rolling back what a test left open) and drops the
+    /// PostgreSQL schema. A test that fails before it leaves its schema
+    /// behind, to be looked at.
+    async fn finish(mut self) {
+        self.pool.close().await;
+        if let Some(schema) = self.schema.take() {
+            drop_schema(&schema).await;
+        }
+    }
+}
+
+/// Drops a test's PostgreSQL schema and everything in it.
+async fn drop_schema(schema: &str) {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(&common::postgres_url())
+        .await
+        .unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+    )))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
 }
 
 fn call(tx: &str, branch: &str, op: Op) -> BranchCall {
@@ -86,6 +116,7 @@ mod sqlite_env {
             barrier,
             ledger: "ledger".to_owned(),
             file: Some(path),
+            schema: None,
         }
     }
 }
@@ -126,6 +157,7 @@ mod postgres_env {
             barrier,
             ledger,
             file: None,
+            schema: Some(schema),
         }
     }
 }
@@ -206,6 +238,7 @@ macro_rules! suite {
                 apply(&env, &undo, &undo_runs, false).await.unwrap();
                 assert_eq!(undo_runs.load(Ordering::SeqCst), 1);
                 assert_eq!(ledger(&env, Op::Compensate).await, 1);
+                env.finish().await;
             }
 
             #[tokio::test]
@@ -218,6 +251,7 @@ macro_rules! suite {
                 assert_eq!(apply(&env, &undo, &runs, false).await.unwrap(), Value::Null);
                 assert_eq!(runs.load(Ordering::SeqCst), 0);
                 assert_eq!(ledger(&env, Op::Compensate).await, 0);
+                env.finish().await;
             }
 
             #[tokio::test]
@@ -244,6 +278,7 @@ macro_rules! suite {
                 }
                 assert_eq!(runs.load(Ordering::SeqCst), 0, "no business ran");
                 assert_eq!(ledger(&env, Op::Action).await, 0);
+                env.finish().await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -263,6 +298,7 @@ macro_rules! suite {
                 }
                 assert_eq!(runs.load(Ordering::SeqCst), 1);
                 assert_eq!(ledger(&env, Op::Action).await, 1);
+                Arc::into_inner(env).expect("the tasks are done").finish().await;
             }
 
             #[tokio::test]
@@ -281,6 +317,7 @@ macro_rules! suite {
                 let undo = call("t-retry", "reserve", Op::Compensate);
                 apply(&env, &undo, &undo_runs, false).await.unwrap();
                 assert_eq!(undo_runs.load(Ordering::SeqCst), 1);
+                env.finish().await;
             }
 
             #[tokio::test]
@@ -330,6 +367,7 @@ macro_rules! suite {
                 let undo = call("t-layer", "other", Op::Compensate);
                 assert_eq!(svc.ready().await.unwrap().call(undo).await.unwrap(), Value::Null);
                 assert_eq!(runs.load(Ordering::SeqCst), 2);
+                env.finish().await;
             }
 
             #[tokio::test]
@@ -352,6 +390,7 @@ macro_rules! suite {
                     .await
                     .unwrap();
                 assert_eq!(purged, 1);
+                env.finish().await;
             }
         }
     };
