@@ -18,7 +18,12 @@
 //! when it could not reach the participant; a participant behind a proxy
 //! that may time out *after* forwarding should answer with its own status
 //! and make its calls idempotent (every call carries the key for that).
+//!
+//! The same client asks a coordinator's [admin router](crate::admin) for
+//! a decision, for a participant left in doubt (a 2PC branch prepared,
+//! its coordinator silent): [`HttpParticipants::decision`].
 
+use std::fmt;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -30,6 +35,7 @@ use hyper_util::rt::TokioExecutor;
 use rampart_core::BoxError;
 use serde_json::Value;
 
+use crate::model::{Decision, TxId};
 use crate::participant::{
     BRANCH_ID_HEADER, BranchCall, BranchError, OP_HEADER, Participant, TX_ID_HEADER, participant,
 };
@@ -88,6 +94,130 @@ impl HttpParticipants {
             }
         })))
     }
+
+    /// Asks the [admin router](crate::admin) at `base_url` (its root with
+    /// the prefix, `http://coordinator:9091/admin/tx`) what was decided for
+    /// `tx`: `GET {base_url}/transactions/{tx}/decision`, within this
+    /// client's timeout. `Ok(None)`: undecided yet, ask again later;
+    /// `Ok(Some(Abort))` also for a transaction the log does not know
+    /// (presumed abort). Every error means "no answer": keep the branch
+    /// prepared and ask again.
+    pub async fn decision(
+        &self,
+        base_url: &str,
+        tx: &TxId,
+    ) -> Result<Option<Decision>, DecisionError> {
+        let url = format!(
+            "{}/transactions/{tx}/decision",
+            base_url.trim_end_matches('/')
+        );
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| DecisionError::Url(format!("{url:?}: {e}")))?;
+        if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+            return Err(DecisionError::Url(format!(
+                "{url:?}: only http://host[:port]/path is supported"
+            )));
+        }
+        let request = Request::get(uri)
+            .header(header::ACCEPT, "application/json")
+            .body(Full::default())
+            .map_err(|e| DecisionError::Url(format!("{url:?}: {e}")))?;
+        let timeout = self.timeout;
+        let (status, body) = tokio::time::timeout(timeout, fetch(&self.client, request))
+            .await
+            .map_err(|_| {
+                DecisionError::Unreachable(format!("no answer within {timeout:?}").into())
+            })??;
+        let json: Option<Value> = serde_json::from_slice(&body).ok();
+        if status != StatusCode::OK {
+            let message = json
+                .as_ref()
+                .and_then(|v| v.pointer("/error/message")?.as_str().map(str::to_owned))
+                .unwrap_or_else(|| {
+                    String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned()
+                });
+            return Err(DecisionError::Status { status, message });
+        }
+        let malformed = |what: &str| {
+            DecisionError::Malformed(format!(
+                "{what}: {}",
+                String::from_utf8_lossy(&body[..body.len().min(512)])
+            ))
+        };
+        let json = json.ok_or_else(|| malformed("not JSON"))?;
+        if json.get("tx").and_then(Value::as_str) != Some(tx.as_str()) {
+            return Err(malformed("not the answer for this transaction"));
+        }
+        let decision = json
+            .get("decision")
+            .ok_or_else(|| malformed("no decision"))?;
+        serde_json::from_value(decision.clone()).map_err(|_| malformed("an unknown decision"))
+    }
+}
+
+/// Why [`HttpParticipants::decision`] got no answer. Each means "ask
+/// again later", never a decision.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum DecisionError {
+    /// The base URL does not make an `http://host[:port]/path` URL.
+    Url(String),
+    /// No answer: the connection was refused or lost, or no answer came
+    /// within the client's timeout.
+    Unreachable(BoxError),
+    /// The router answered another status: 503 when the coordinator's log
+    /// cannot be read, 404 when `base_url` is not the router's root, 400
+    /// for an id it refuses.
+    Status {
+        /// The status.
+        status: StatusCode,
+        /// The router's error message (or the start of the body).
+        message: String,
+    },
+    /// A 200 whose body is not the decision route's answer for this
+    /// transaction.
+    Malformed(String),
+}
+
+impl fmt::Display for DecisionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Url(e) => write!(f, "invalid decision url {e}"),
+            Self::Unreachable(e) => write!(f, "coordinator unreachable: {e}"),
+            Self::Status { status, message } => {
+                write!(f, "coordinator answered {status}: {message}")
+            }
+            Self::Malformed(e) => write!(f, "malformed decision answer, {e}"),
+        }
+    }
+}
+
+impl std::error::Error for DecisionError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Unreachable(e) => Some(&**e),
+            _ => None,
+        }
+    }
+}
+
+/// Sends `request` and reads the answer (up to [`MAX_BODY`]).
+async fn fetch(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    request: Request<Full<Bytes>>,
+) -> Result<(StatusCode, Bytes), DecisionError> {
+    let response = client
+        .request(request)
+        .await
+        .map_err(|e| DecisionError::Unreachable(e.into()))?;
+    let status = response.status();
+    let body = Limited::new(response.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(DecisionError::Unreachable)?
+        .to_bytes();
+    Ok((status, body))
 }
 
 async fn send(

@@ -6,7 +6,8 @@
 //! | the log's model: ids, states, ops, records | [`model`] |
 //! | the log interface; `SqlTxStore` on SQLite or PostgreSQL (group commit, leased recovery); an in-memory store for tests | [`store`] |
 //! | participants, branch calls, typed outcomes; HTTP participants | [`participant`], [`http`] |
-//! | the coordinator: logged branch calls, retries, leases, recovery, parking, admin, metrics | [`coordinator`] |
+//! | the coordinator: logged branch calls, retries, leases, recovery, parking, admin, retention, metrics | [`coordinator`] |
+//! | the admin HTTP router (JSON) and the decision route participants in doubt poll | [`admin`] |
 //! | sagas: DAG of steps, pivot, compensation in reverse order, global timeout | [`saga`] |
 //! | TCC: try all, log the decision, confirm all or cancel what was tried | [`tcc`] |
 //! | 2PC: prepare all, log the decision, commit or roll back all; presumed abort | [`two_phase`] |
@@ -14,7 +15,7 @@
 //! | the participant barrier: SQLite and PostgreSQL (features `sqlite`, `postgres`, on by default), Redis (feature `redis`) | [`barrier`] |
 //! | crash injection for your own participants and store (feature `testing`) | `testing` |
 //!
-//! Not built yet (issue 7): the admin router. Guide: `docs/transaction.md`.
+//! Guide: `docs/transaction.md`.
 //!
 //! ```
 //! use rampart_transaction::model::{BranchId, Op, TxId};
@@ -31,6 +32,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod admin;
 pub mod barrier;
 pub mod coordinator;
 pub mod http;

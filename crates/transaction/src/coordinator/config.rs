@@ -36,6 +36,10 @@ pub struct CoordinatorConfig {
     #[serde(with = "rampart_core::duration")]
     pub(crate) recovery_interval: Duration,
     pub(crate) recovery_batch: u32,
+    #[serde(with = "rampart_core::duration")]
+    pub(crate) retention: Duration,
+    #[serde(with = "rampart_core::duration")]
+    pub(crate) retention_interval: Duration,
     pub(crate) seed: Option<u64>,
 }
 
@@ -52,6 +56,8 @@ impl Default for CoordinatorConfig {
             max_attempts: 10,
             recovery_interval: Duration::from_secs(5),
             recovery_batch: 64,
+            retention: Duration::from_secs(7 * 24 * 3600),
+            retention_interval: Duration::from_secs(3600),
             seed: None,
         }
     }
@@ -121,6 +127,25 @@ impl CoordinatorConfig {
         self
     }
 
+    /// How long a finished transaction (committed, aborted, resolved)
+    /// stays in the log after its last write before
+    /// [`purge_finished`](super::Coordinator::purge_finished) deletes it.
+    /// Parked and active transactions are never purged. Once purged, a
+    /// transaction is unknown: [`decision`](super::Coordinator::decision)
+    /// presumes abort for it. Must be longer than zero. Defaults to 7 days.
+    pub fn retention(mut self, retention: Duration) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// The pause between rounds of
+    /// [`run_retention`](super::Coordinator::run_retention). Must be longer
+    /// than zero. Defaults to 1 h.
+    pub fn retention_interval(mut self, interval: Duration) -> Self {
+        self.retention_interval = interval;
+        self
+    }
+
     /// The seed of the backoff jitter, so a test repeats exactly. Defaults
     /// to a fresh seed per coordinator.
     pub fn seed(mut self, seed: u64) -> Self {
@@ -133,11 +158,13 @@ impl CoordinatorConfig {
         self.lease
     }
 
-    /// Refuses a zero lease, interval, batch or attempt count, and a
-    /// backoff with a zero delay or a cap below its base.
+    /// Refuses a zero lease, interval, retention, batch or attempt count,
+    /// and a backoff with a zero delay or a cap below its base.
     pub fn validate(&self) -> Result<(), ConfigError> {
         validate::non_zero_duration("lease", self.lease)?;
         validate::non_zero_duration("recovery_interval", self.recovery_interval)?;
+        validate::non_zero_duration("retention", self.retention)?;
+        validate::non_zero_duration("retention_interval", self.retention_interval)?;
         validate::non_zero("max_attempts", self.max_attempts)?;
         validate::non_zero("recovery_batch", self.recovery_batch)?;
         let (base, cap) = match self.backoff {
@@ -181,6 +208,14 @@ mod tests {
             field(CoordinatorConfig::new().recovery_interval(Duration::ZERO)),
             "recovery_interval"
         );
+        assert_eq!(
+            field(CoordinatorConfig::new().retention(Duration::ZERO)),
+            "retention"
+        );
+        assert_eq!(
+            field(CoordinatorConfig::new().retention_interval(Duration::ZERO)),
+            "retention_interval"
+        );
         let inverted = Backoff::Exponential {
             base: Duration::from_secs(2),
             cap: Duration::from_secs(1),
@@ -188,5 +223,9 @@ mod tests {
         assert_eq!(field(CoordinatorConfig::new().backoff(inverted)), "backoff");
         let unknown = serde_json::from_str::<CoordinatorConfig>(r#"{ "leese": "1s" }"#);
         assert!(unknown.is_err());
+        let retention: CoordinatorConfig =
+            serde_json::from_str(r#"{ "retention": "48h", "retention_interval": "10m" }"#).unwrap();
+        assert_eq!(retention.retention, Duration::from_secs(2 * 24 * 3600));
+        assert_eq!(retention.retention_interval, Duration::from_secs(600));
     }
 }

@@ -46,14 +46,17 @@
 //! | `rampart_transaction_finished_total` | `name`, `state` (`committed`, `aborted`, `needs_intervention`, `interrupted`) | runs that ended so |
 //! | `rampart_transaction_branch_calls_total` | `name`, `op`, `outcome` (`success`, `retryable`, `terminal`, `in_doubt`) | branch call attempts |
 //! | `rampart_transaction_recovered_total` | `name` | transactions claimed by recovery |
+//! | `rampart_transaction_purged_total` | `name` | finished transactions deleted by retention ([`purge_finished`](Coordinator::purge_finished), [`run_retention`](Coordinator::run_retention)) |
 
 mod branch;
 mod config;
 mod error;
 mod log;
+mod retention;
 
 pub use config::CoordinatorConfig;
 pub use error::TxError;
+pub use retention::PURGED_TOTAL;
 
 pub(crate) use branch::{BranchSpec, CallEnd, call_branch};
 pub(crate) use log::{Halt, Pending, TxLog, deadline_of, next_done, read};

@@ -26,6 +26,7 @@ use std::fmt;
 use std::time::Duration;
 
 use rampart_core::BoxError;
+use serde::{Deserialize, Serialize};
 
 use crate::model::{BranchRecord, Decision, Protocol, TxId, TxRecord, TxState};
 
@@ -94,8 +95,9 @@ pub struct TxFilter {
     pub limit: Option<usize>,
 }
 
-/// A transaction without its branches, as [`TxStore::list`] returns it.
-#[derive(Debug, Clone, PartialEq)]
+/// A transaction without its branches, as [`TxStore::list`] returns it
+/// (and the admin router lists it, as JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TxSummary {
     /// Its id.
     pub id: TxId,

@@ -148,7 +148,7 @@ impl ThreePhaseState {
 ///     }
 /// }
 ///
-/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), BoxError> {
 /// let ledger = ThreePhaseParticipant::new(Ledger);
 /// let (tx, branch) = (TxId::new("t-1")?, BranchId::new("ledger")?);
 /// let call = |op| BranchCall { tx: tx.clone(), branch: branch.clone(), op, payload: Value::Null };
