@@ -394,6 +394,11 @@ impl Saga {
             .map(|t| now_ms.saturating_add(duration_ms(t)))
     }
 
+    /// The plan, decoded.
+    pub(crate) fn plan(&self) -> &SagaPlan {
+        &self.inner.plan
+    }
+
     pub(crate) fn builder_of(&self, step: &BranchId) -> Option<Arc<RequestFn>> {
         self.inner.builders.get(step).cloned()
     }
