@@ -55,7 +55,7 @@ pub use config::CoordinatorConfig;
 pub use error::TxError;
 
 pub(crate) use branch::{BranchSpec, CallEnd, Links, call_branch, call_linked};
-pub(crate) use log::{Halt, Pending, TxLog, next_done, read};
+pub(crate) use log::{Halt, Pending, Published, TxLog, next_done, read, shared};
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -484,7 +484,8 @@ impl Coordinator {
     }
 
     /// Runs `record` (leased to this coordinator) with its protocol's
-    /// engine, in a `transaction` span; releases the lease at the end.
+    /// engine, in a `transaction` span; releases the lease at the end
+    /// unless the transaction is terminal (then no one claims it again).
     /// `fresh` is the definition of a transaction this run just created (a
     /// TCC or 2PC phase one runs; a saga sends the `Sent` records it
     /// logged); `None` for a recovered one.
@@ -510,6 +511,11 @@ impl Coordinator {
         .instrument(span)
         .await;
         match &result {
+            // a terminal transaction is never claimed again: its lease
+            // matters to no one, and releasing it would cost a write
+            Ok(record) if record.state.is_terminal() => {
+                inner.metrics.finished(record.state.as_str());
+            }
             Ok(record) => {
                 inner.metrics.finished(record.state.as_str());
                 if let Err(e) = inner.store.release(&id, &inner.owner).await {

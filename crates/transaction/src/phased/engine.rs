@@ -8,7 +8,6 @@
 //! crash, so no try or prepare can arrive after its cancel or rollback.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -16,7 +15,7 @@ use tokio::sync::Mutex;
 
 use super::{Definition, Ops, PhasedPlan};
 use crate::coordinator::{
-    BranchSpec, CallEnd, Halt, Inner, Pending, TxLog, call_branch, next_done, park, read,
+    BranchSpec, CallEnd, Halt, Inner, Pending, Published, TxLog, call_branch, next_done, park, read,
 };
 use crate::model::{BranchId, BranchState, Decision, Op, TxRecord, TxState};
 use crate::saga::PlanRequest;
@@ -91,7 +90,7 @@ struct Run<'c> {
     log: Mutex<TxLog<'c>>,
     /// The record as last written (see [`TxLog::published`]): read it
     /// without the log's lock, which the running calls may be queued for.
-    published: Arc<std::sync::Mutex<TxRecord>>,
+    published: Published,
 }
 
 impl Run<'_> {

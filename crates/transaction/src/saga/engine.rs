@@ -22,8 +22,8 @@ use tokio::time::Instant;
 
 use super::{Graph, PlanRequest, SagaPlan};
 use crate::coordinator::{
-    BranchSpec, CallEnd, Halt, Inner, Links, Pending, TxLog, call_branch, call_linked, next_done,
-    park, read,
+    BranchSpec, CallEnd, Halt, Inner, Links, Pending, Published, TxLog, call_branch, call_linked,
+    next_done, park, read, shared,
 };
 use crate::model::{BranchId, BranchRecord, BranchState, Decision, Op, TxRecord, TxState, now_ms};
 use crate::saga::Saga;
@@ -142,7 +142,7 @@ pub(crate) async fn drive(
     match state {
         TxState::Running | TxState::Committing => run.forward().await,
         TxState::Aborting => run.compensate(None).await,
-        _ => Ok(run.snapshot().await),
+        _ => Ok(read(&run.published)),
     }
 }
 
@@ -174,18 +174,18 @@ struct Run<'c> {
     deadline: Option<Instant>,
     log: Mutex<TxLog<'c>>,
     /// The record as last written (see [`TxLog::published`]).
-    published: Arc<std::sync::Mutex<TxRecord>>,
+    published: Published,
     /// By step: its action's `Sent` was logged by this run and its step
     /// not launched yet (set under the log's lock, taken at launch).
     prelogged: std::sync::Mutex<Vec<bool>>,
 }
 
 impl Run<'_> {
-    /// The record as last written. Never waits for the log's lock: the
-    /// steps running alongside may be queued for it, and they only move
-    /// while the caller polls them.
-    async fn snapshot(&self) -> TxRecord {
-        read(&self.published)
+    /// The record as last written (shared, not copied). Never waits for
+    /// the log's lock: the steps running alongside may be queued for it,
+    /// and they only move while the caller polls them.
+    async fn snapshot(&self) -> Arc<TxRecord> {
+        shared(&self.published)
     }
 
     fn action_state(&self, record: &TxRecord, i: usize) -> Option<BranchState> {
@@ -244,7 +244,7 @@ impl Run<'_> {
             if running.is_empty() {
                 let record = self.snapshot().await;
                 if let Some(reason) = stop {
-                    return park(self.inner, record, reason).await;
+                    return park(self.inner, TxRecord::clone(&record), reason).await;
                 }
                 if let Some(reason) = abort {
                     return self.compensate(Some(reason)).await;
@@ -253,13 +253,13 @@ impl Run<'_> {
                     // the last success was logged with the commit, unless
                     // the deadline had passed (then this run compensated)
                     if record.state == TxState::Committed {
-                        return Ok(record);
+                        return Ok(Arc::unwrap_or_clone(record));
                     }
                     return self.finish(TxState::Committed, None).await;
                 }
                 return park(
                     self.inner,
-                    record,
+                    TxRecord::clone(&record),
                     "no step can run and the saga is not done".to_owned(),
                 )
                 .await;
@@ -479,16 +479,16 @@ impl Run<'_> {
             if running.is_empty() {
                 if let Some(reason) = stop {
                     let record = self.snapshot().await;
-                    return park(self.inner, record, reason).await;
+                    return park(self.inner, TxRecord::clone(&record), reason).await;
                 }
                 if done.iter().all(|d| *d) {
-                    let reason = self.snapshot().await.reason;
+                    let reason = self.snapshot().await.reason.clone();
                     return self.finish(TxState::Aborted, reason).await;
                 }
                 let record = self.snapshot().await;
                 return park(
                     self.inner,
-                    record,
+                    TxRecord::clone(&record),
                     "no compensation can run and the saga is not undone".to_owned(),
                 )
                 .await;

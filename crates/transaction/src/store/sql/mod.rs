@@ -263,6 +263,8 @@ impl SqlTxStore {
         let pool = AnyPoolOptions::new()
             .max_connections(config.pool_size)
             .acquire_timeout(config.connect_timeout)
+            // a local file does not hang up: no liveness ping per acquire
+            .test_before_acquire(dialect == Dialect::Postgres)
             .after_connect(move |conn, _| {
                 let setup = Arc::clone(&setup);
                 Box::pin(async move {

@@ -5,7 +5,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use sqlx::{AnyConnection, AnyPool, Row};
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, AnyPool, Connection, Row};
 use tokio::sync::{mpsc, oneshot};
 
 use super::config::Dialect;
@@ -59,9 +60,23 @@ pub(super) struct Writer {
 
 impl Writer {
     /// Runs until every sender is dropped, then finishes the queue.
+    ///
+    /// The writer keeps one connection of the pool between batches (no
+    /// acquire, no liveness ping, its prepared statements at hand); it gives
+    /// it back when the pool closes, and drops it after a failure that may
+    /// have broken it.
     pub(super) async fn run(self, mut queue: mpsc::Receiver<Job>) {
         let mut batch = Vec::with_capacity(self.max_batch);
-        while let Some(job) = queue.recv().await {
+        let mut conn = None;
+        loop {
+            let job = tokio::select! {
+                job = queue.recv() => job,
+                () = self.pool.close_event(), if conn.is_some() => {
+                    conn = None;
+                    continue;
+                }
+            };
+            let Some(job) = job else { break };
             batch.push(job);
             // Let writers that are ready enqueue before the batch closes.
             tokio::task::yield_now().await;
@@ -71,14 +86,14 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.apply(&mut batch).await;
+            self.apply(&mut conn, &mut batch).await;
         }
     }
 
-    async fn apply(&self, batch: &mut Vec<Job>) {
+    async fn apply(&self, conn: &mut Option<PoolConnection<Any>>, batch: &mut Vec<Job>) {
         let n = batch.len() as u64;
         let ops: Vec<&Op> = batch.iter().map(|j| &j.op).collect();
-        let results = match self.transaction(&ops).await {
+        let results = match self.transaction(conn, &ops).await {
             Ok(results) => {
                 self.count(1, n);
                 results
@@ -89,12 +104,14 @@ impl Writer {
                 tracing::warn!(store = %self.metrics.name, error = %e, writes = n, "transaction log batch refused, writing one by one");
                 let mut results = Vec::with_capacity(ops.len());
                 for op in &ops {
-                    results.push(match self.transaction(std::slice::from_ref(op)).await {
-                        Ok(mut r) => r.pop().unwrap_or_else(|| Err(lost())),
-                        Err(Failure::Statement(e) | Failure::Batch(e)) => {
-                            Err(StoreError::Unavailable(Box::new(Shared::from(e))))
-                        }
-                    });
+                    results.push(
+                        match self.transaction(conn, std::slice::from_ref(op)).await {
+                            Ok(mut r) => r.pop().unwrap_or_else(|| Err(lost())),
+                            Err(Failure::Statement(e) | Failure::Batch(e)) => {
+                                Err(StoreError::Unavailable(Box::new(Shared::from(e))))
+                            }
+                        },
+                    );
                 }
                 self.count(n, n);
                 results
@@ -123,14 +140,36 @@ impl Writer {
             .record(writes as f64 / batches as f64);
     }
 
-    /// Applies `ops` in one transaction. `Ok` holds each write's own
-    /// result: a conflict or an existing id fails that write alone.
-    async fn transaction(&self, ops: &[&Op]) -> Result<Vec<Result<u64, StoreError>>, Failure> {
+    /// Applies `ops` in one transaction on `conn` (taken from the pool if
+    /// `None`; dropped if the batch failed as a whole). `Ok` holds each
+    /// write's own result: a conflict or an existing id fails that write
+    /// alone.
+    async fn transaction(
+        &self,
+        conn: &mut Option<PoolConnection<Any>>,
+        ops: &[&Op],
+    ) -> Result<Vec<Result<u64, StoreError>>, Failure> {
+        let result = self.transaction_on(conn, ops).await;
+        if let Err(Failure::Batch(_)) = result {
+            *conn = None;
+        }
+        result
+    }
+
+    async fn transaction_on(
+        &self,
+        conn: &mut Option<PoolConnection<Any>>,
+        ops: &[&Op],
+    ) -> Result<Vec<Result<u64, StoreError>>, Failure> {
+        let conn = match conn {
+            Some(conn) => conn,
+            None => conn.insert(self.pool.acquire().await.map_err(Failure::Batch)?),
+        };
         let begin = match self.dialect {
             // Take the write lock now, so a busy file waits (busy_timeout)
             // instead of failing when a read would upgrade.
-            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
-            Dialect::Postgres => self.pool.begin().await,
+            Dialect::Sqlite => conn.begin_with("BEGIN IMMEDIATE").await,
+            Dialect::Postgres => conn.begin().await,
         };
         let mut tx = begin.map_err(Failure::Batch)?;
         let mut results = Vec::with_capacity(ops.len());
