@@ -86,6 +86,7 @@
 //! - A caller that drops a `commit` future after it was queued does not
 //!   stop the write; it may or may not be applied.
 
+mod batch;
 mod config;
 mod migrate;
 mod writer;
@@ -105,8 +106,9 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, AssertSqlSafe, Row};
 use tokio::sync::{mpsc, oneshot};
 
+use self::batch::{Change, NewTx, Op};
 use self::config::Dialect;
-use self::writer::{Counts, Job, Op, Writer};
+use self::writer::{Counts, Job, Writer};
 use super::{BoxFuture, StoreError, TxFilter, TxStore, TxSummary, Write};
 use crate::model::{
     BranchId, BranchRecord, BranchState, Decision, Op as BranchOp, Protocol, TxId, TxRecord,
@@ -521,13 +523,9 @@ impl TxStore for SqlTxStore {
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             let lease_until = now_ms().saturating_add(duration_ms(lease));
-            self.write(Op::Create {
-                tx: tx.clone(),
-                owner: owner.to_owned(),
-                lease_until,
-            })
-            .await
-            .map(|_| ())
+            self.write(Op::Create(NewTx::new(tx, owner, lease_until)))
+                .await
+                .map(|_| ())
         })
     }
 
@@ -541,11 +539,7 @@ impl TxStore for SqlTxStore {
         expected_version: u64,
         write: Write,
     ) -> BoxFuture<'a, Result<u64, StoreError>> {
-        Box::pin(self.write(Op::Commit {
-            id: id.clone(),
-            expected: expected_version,
-            write,
-        }))
+        Box::pin(self.write(Op::Commit(Change::new(id, expected_version, write))))
     }
 
     fn claim<'a>(
