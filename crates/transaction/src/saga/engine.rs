@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
@@ -72,15 +73,19 @@ fn sent(step: &BranchId, request: Value, now: u64) -> BranchRecord {
 /// Drives the saga in `record` (leased to this coordinator) to a terminal
 /// or parked state. `fresh` is the saga when this run just created the
 /// record (with [`first_sends`]), `None` when it is recovered.
+///
+/// The run works from the decoded plan: the copies of the record it makes
+/// (one per write, for its readers) and the record it returns leave the
+/// logged plan out (`null`); the log keeps it.
 pub(crate) async fn drive(
     inner: &Inner,
-    record: TxRecord,
+    mut record: TxRecord,
     fresh: Option<&Saga>,
 ) -> Result<TxRecord, Halt> {
-    let plan: SagaPlan = match fresh {
-        Some(saga) => saga.plan().clone(),
-        None => match serde_json::from_value(record.plan.clone()) {
-            Ok(plan) => plan,
+    let plan: Arc<SagaPlan> = match fresh {
+        Some(saga) => Arc::clone(saga.plan()),
+        None => match SagaPlan::deserialize(&record.plan) {
+            Ok(plan) => Arc::new(plan),
             Err(e) => {
                 let reason = format!("the saga plan in the log does not decode: {e}");
                 return park(inner, record, reason).await;
@@ -123,6 +128,7 @@ pub(crate) async fn drive(
         })
         .collect();
     let state = record.state;
+    record.plan = Value::Null;
     let log = TxLog::new(inner, record);
     let run = Run {
         inner,
@@ -167,7 +173,7 @@ fn index(plan: &SagaPlan) -> Option<(Graph, Vec<Vec<usize>>)> {
 struct Run<'c> {
     inner: &'c Inner,
     saga: Option<Saga>,
-    plan: SagaPlan,
+    plan: Arc<SagaPlan>,
     graph: Graph,
     deps: Vec<Vec<usize>>,
     after_pivot: Vec<bool>,

@@ -325,7 +325,7 @@ impl SagaBuilder {
                     .zip(&ids)
                     .filter_map(|(s, id)| Some((id.clone(), s.request.builder()?)))
                     .collect(),
-                plan,
+                plan: Arc::new(plan),
                 plan_value,
                 timeout: self.timeout,
             }),
@@ -344,7 +344,7 @@ pub struct Saga {
 struct SagaDef {
     name: String,
     builders: HashMap<BranchId, Arc<RequestFn>>,
-    plan: SagaPlan,
+    plan: Arc<SagaPlan>,
     plan_value: Value,
     timeout: Option<Duration>,
 }
@@ -395,7 +395,7 @@ impl Saga {
     }
 
     /// The plan, decoded.
-    pub(crate) fn plan(&self) -> &SagaPlan {
+    pub(crate) fn plan(&self) -> &Arc<SagaPlan> {
         &self.inner.plan
     }
 
