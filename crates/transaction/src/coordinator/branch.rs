@@ -43,10 +43,10 @@ pub(crate) type OnSuccess<'a> = dyn Fn(&TxRecord, &BranchRecord) -> Write + Send
 /// docs](self)). The default merges nothing.
 #[derive(Default)]
 pub(crate) struct Links<'a> {
-    /// Attempt 1's `Sent` record (the branch's record, with `attempts`
-    /// 1) was logged by this run and nothing was sent since: attempt 1
-    /// does not log it again, and the call has not applied yet. Retries
-    /// log `Sent` before each attempt as usual.
+    /// This run logged the branch's record `Sent` for attempt 1 (with
+    /// `attempts` at one) and has sent nothing since: attempt 1 does not
+    /// log it again, and the call has not applied yet. Retries log `Sent`
+    /// before each attempt as usual.
     pub(crate) sent_logged: bool,
     /// Written with the success, in the same atomic write: its branch
     /// records after the success record, its transaction update instead

@@ -308,6 +308,7 @@ impl SqlTxStore {
             pool: pool.clone(),
             dialect,
             max_batch: config.max_batch,
+            keep_connection: config.pool_size > 1,
             counts: Arc::clone(&counts),
             metrics,
         };

@@ -42,6 +42,9 @@ pub(super) struct Writer {
     pub(super) pool: AnyPool,
     pub(super) dialect: Dialect,
     pub(super) max_batch: usize,
+    /// Keep a connection between batches (not with a pool of one, which
+    /// the store's reads need too).
+    pub(super) keep_connection: bool,
     pub(super) counts: Arc<Counts>,
     pub(super) metrics: super::Metrics,
 }
@@ -50,9 +53,9 @@ impl Writer {
     /// Runs until every sender is dropped, then finishes the queue.
     ///
     /// The writer keeps one connection of the pool between batches (no
-    /// acquire, no liveness ping, its prepared statements at hand); it gives
-    /// it back when the pool closes, and drops it after a failure that may
-    /// have broken it.
+    /// acquire, no liveness ping, its prepared statements at hand), unless
+    /// the pool has only one; it gives it back when the pool closes, and
+    /// drops it after a failure that may have broken it.
     pub(super) async fn run(self, mut queue: mpsc::Receiver<Job>) {
         let mut batch = Vec::with_capacity(self.max_batch);
         let mut conn = None;
@@ -75,6 +78,9 @@ impl Writer {
                 }
             }
             self.apply(&mut conn, &mut batch).await;
+            if !self.keep_connection {
+                conn = None;
+            }
         }
     }
 
