@@ -64,12 +64,13 @@
 //! Concurrent [`create`](TxStore::create) and [`commit`](TxStore::commit)
 //! calls queue for one writer task, which applies up to
 //! [`max_batch`](SqlStoreConfig::max_batch) of them in one database
-//! transaction: on SQLite one fsync per batch instead of one per write.
-//! Each write keeps its own result: a conflicting version or an existing
-//! id fails that write alone (writes are checked and applied in queue
-//! order inside the batch). If the database refuses a statement of one
-//! write, the batch is rolled back and its writes are applied one by one,
-//! so only the offending write fails. [`SqlTxStore::write_stats`] and the
+//! transaction (on SQLite one fsync per batch instead of one per write)
+//! of a few multi-row statements, whatever the number of writes. Each
+//! write keeps its own result: a conflicting version or an existing id
+//! fails that write alone, and each transaction's writes are applied in
+//! queue order. If the database refuses a statement, the batch is rolled
+//! back and its writes are applied one by one, so only the offending
+//! write fails. [`SqlTxStore::write_stats`] and the
 //! metrics [`BATCHES_TOTAL`] and [`WRITES_TOTAL`] count batches and writes.
 //!
 //! # Under failure
