@@ -13,7 +13,9 @@
 //! Run with `cargo bench -p rampart-benches --bench transaction`
 //! (`RAMPART_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432/test`;
 //! `scripts/services.sh` starts it; the PostgreSQL cases are skipped,
-//! saying so, when it is unreachable).
+//! saying so, when it is unreachable). A filter after `--` runs only the
+//! cases whose name (`sqlite/64`, `postgres/1`, ...) contains it:
+//! `cargo bench -p rampart-benches --bench transaction -- sqlite/64`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -190,7 +192,19 @@ async fn postgres_store() -> Result<Arc<dyn TxStore>, String> {
     Ok(Arc::new(store))
 }
 
+/// The cases to run: those whose `engine/concurrency` contains the first
+/// argument that is not a flag (cargo passes `--bench`), all without one.
+fn selected() -> impl Fn(&str, usize) -> bool {
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    move |engine, concurrency| {
+        filter
+            .as_deref()
+            .is_none_or(|f| format!("{engine}/{concurrency}").contains(f))
+    }
+}
+
 fn main() {
+    let selected = selected();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -202,13 +216,13 @@ fn main() {
         let dir = std::env::temp_dir().join(format!("rampart-bench-tx-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("a temp dir");
-        for concurrency in [1, 64] {
+        for concurrency in [1, 64].into_iter().filter(|&c| selected("sqlite", c)) {
             let path = dir.join(format!("log-{concurrency}.db"));
             let store = sqlite_store(&path).await;
             case("sqlite", store, &base, concurrency).await;
         }
         let _ = std::fs::remove_dir_all(&dir);
-        for concurrency in [1, 64] {
+        for concurrency in [1, 64].into_iter().filter(|&c| selected("postgres", c)) {
             match postgres_store().await {
                 Ok(store) => case("postgres", store, &base, concurrency).await,
                 Err(e) => {

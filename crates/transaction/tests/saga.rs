@@ -64,6 +64,17 @@ fn slow(branch: &'static str, secs: u64) -> Script {
     })
 }
 
+/// `branch`'s action takes `millis`; everything else answers at once.
+fn slow_millis(branch: &'static str, millis: u64) -> Script {
+    Script::new(move |call, _| {
+        let slow = call.branch.as_str() == branch && call.op == Op::Action;
+        (
+            Duration::from_millis(if slow { millis } else { 0 }),
+            Ok(Value::Null),
+        )
+    })
+}
+
 /// A saga transaction as a coordinator that died at once left it: running,
 /// nothing called, its lease already over.
 fn left_behind(id: &str, plan: Value) -> TxRecord {
@@ -431,6 +442,154 @@ async fn force_compensate_undoes_a_parked_transaction_before_its_pivot() {
     );
 }
 
+// === durable writes ===
+
+#[tokio::test(start_paused = true)]
+async fn a_sequential_saga_of_three_steps_makes_four_durable_writes() {
+    let faulty = Arc::new(FaultyStore::new(memory()));
+    // each call first checks, in the store, that it was logged `Sent`
+    let unlogged = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let checked = participant(tower::service_fn({
+        let (store, unlogged) = (Arc::clone(&faulty), Arc::clone(&unlogged));
+        move |call: BranchCall| {
+            let (store, unlogged) = (Arc::clone(&store), Arc::clone(&unlogged));
+            async move {
+                let record = store.load(&call.tx).await.unwrap().unwrap();
+                let logged = record.branch(&call.branch, call.op).map(|b| b.state);
+                if logged != Some(BranchState::Sent) {
+                    unlogged.lock().unwrap().push((call.branch.clone(), logged));
+                }
+                Ok::<_, BranchError>(json!({ "by": call.branch.as_str() }))
+            }
+        }
+    }));
+    let c = Coordinator::new(faulty.clone(), config())
+        .unwrap()
+        .participant("p", checked);
+    let saga = Saga::builder("three")
+        .step(Step::new("a", "p"))
+        .step(
+            Step::new("b", "p")
+                .after(["a"])
+                .request(|_, out| json!({ "after": out["a"] })),
+        )
+        .step(Step::new("c", "p").after(["b"]))
+        .build()
+        .unwrap();
+    let outcome = c.start(&saga, json!({ "order": 1 })).await.unwrap();
+    assert_eq!(outcome.state, TxState::Committed);
+    // create + a's Sent; a's success + b's Sent; b's success + c's Sent;
+    // c's success + Committed
+    assert_eq!(faulty.writes(), 4);
+    assert!(unlogged.lock().unwrap().is_empty(), "{unlogged:?}");
+    let record = c.inspect(&outcome.id).await.unwrap();
+    assert_eq!(
+        record.decision,
+        Some(rampart_transaction::model::Decision::Commit)
+    );
+    for step in ["a", "b", "c"] {
+        let b = record.branch(&step.parse_id(), Op::Action).unwrap();
+        assert_eq!((b.state, b.attempts), (BranchState::Succeeded, 1), "{step}");
+    }
+    // b's request was built from a's output, in the write of a's success
+    let b = record.branch(&"b".parse_id(), Op::Action).unwrap();
+    assert_eq!(b.request, json!({ "after": { "by": "a" } }));
+    let order: Vec<&str> = record.branches.iter().map(|b| b.branch.as_str()).collect();
+    assert_eq!(order, ["a", "b", "c"]);
+}
+
+/// Starts `saga` as `id` on a coordinator that dies right after its first
+/// write (the create, which logs the first steps' `Sent` before anything
+/// is sent).
+async fn crash_after_create(store: &Arc<dyn TxStore>, script: &Script, saga: &Saga, id: &TxId) {
+    let switch = rampart_transaction::testing::CrashSwitch::new();
+    let faulty = FaultyStore::new(Arc::clone(store)).crash_after_write(switch.clone(), Some(1));
+    let doomed = coordinator(Arc::new(faulty), script);
+    tokio::select! {
+        biased;
+        () = switch.crashed() => {}
+        _ = doomed.start_with_id(saga, id.clone(), json!({})) => panic!("it did not crash"),
+    }
+    // its lease runs out
+    store.release(id, doomed.owner()).await.unwrap();
+}
+
+// real time: the deadline is logged in wall-clock time
+#[tokio::test]
+async fn a_sent_logged_ahead_that_survives_a_crash_is_in_doubt_to_recovery() {
+    let store = memory();
+    let script = Script::ok();
+    let recovery = coordinator(Arc::clone(&store), &script);
+    let chain_of = |timeout: Option<Duration>| {
+        let mut b = Saga::builder("ahead")
+            .step(Step::new("a", "p"))
+            .step(Step::new("b", "p").after(["a"]));
+        if let Some(t) = timeout {
+            b = b.timeout(t);
+        }
+        b.build().unwrap()
+    };
+
+    // recovered in time: `a` is re-sent, as a second attempt
+    let id = TxId::new("ahead-1").unwrap();
+    crash_after_create(&store, &script, &chain_of(None), &id).await;
+    assert_eq!(script.count("a:action"), 0);
+    let left = store.load(&id).await.unwrap().unwrap();
+    let a = left.branch(&"a".parse_id(), Op::Action).unwrap();
+    assert_eq!((a.state, a.attempts), (BranchState::Sent, 1));
+    assert_eq!(recovery.recover_once().await.unwrap().committed, 1);
+    assert_eq!(script.count("a:action"), 1);
+    let record = recovery.inspect(&id).await.unwrap();
+    let a = record.branch(&"a".parse_id(), Op::Action).unwrap();
+    assert_eq!((a.state, a.attempts), (BranchState::Succeeded, 2));
+
+    // recovered past its deadline, the saga compensates: as far as the log
+    // knows `a` may have run, so it is compensated (an empty compensation)
+    // and never sent
+    let id = TxId::new("ahead-2").unwrap();
+    crash_after_create(
+        &store,
+        &script,
+        &chain_of(Some(Duration::from_millis(1))),
+        &id,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(recovery.recover_once().await.unwrap().aborted, 1);
+    assert_eq!(script.count("a:action"), 1, "only the first saga's");
+    assert_eq!(script.count("a:compensate"), 1);
+    let record = recovery.inspect(&id).await.unwrap();
+    assert!(record.reason.unwrap().contains("global timeout"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_step_logged_sent_ahead_is_not_sent_once_the_deadline_passed() {
+    // every write takes 1 s. The deadline is 5 s from when the run starts
+    // driving, at 1 s (the paused clock leaves the wall clock it is logged
+    // in behind): 6 s. `a` answers at 5.5 s, in time, so its success logs
+    // `b`'s Sent; that write ends at 6.5 s, past the deadline
+    let faulty = Arc::new(FaultyStore::new(memory()).delay_writes(Duration::from_secs(1)));
+    let script = slow_millis("a", 4_500);
+    let c = coordinator(faulty, &script);
+    let saga = Saga::builder("late")
+        .step(Step::new("a", "p"))
+        .step(Step::new("b", "p").after(["a"]))
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let outcome = c.start(&saga, json!({})).await.unwrap();
+    assert_eq!(outcome.state, TxState::Aborted);
+    assert!(outcome.reason.unwrap().contains("global timeout"));
+    assert_eq!(script.count("b:action"), 0);
+    assert_eq!(script.count("a:compensate"), 1);
+    // logged unsent in the `Aborting` write: nothing to compensate
+    assert_eq!(script.count("b:compensate"), 0);
+    let record = c.inspect(&outcome.id).await.unwrap();
+    let b = record.branch(&"b".parse_id(), Op::Action).unwrap();
+    assert_eq!((b.state, b.attempts), (BranchState::Failed, 0));
+    assert!(b.error.as_deref().unwrap().contains("not sent"), "{b:?}");
+}
+
 // === the store going away ===
 
 #[tokio::test(start_paused = true)]
@@ -467,7 +626,7 @@ async fn a_store_failing_mid_run_pauses_the_run_which_resumes_without_loss() {
         let faulty = Arc::clone(&faulty);
         move |call, _| {
             if call.branch.as_str() == "b" {
-                // the store fails the next 4 writes (b's result, c's Sent, ...)
+                // the store fails the next 4 writes (b's result with c's Sent, 4 times)
                 faulty.fail_commits(4);
             }
             (Duration::ZERO, Ok(Value::Null))

@@ -255,6 +255,40 @@ async fn concurrent_commits_share_transactions_and_keep_their_own_results() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_of_one_connection_serves_reads_between_writes() {
+    let path = temp_db("pool-of-one");
+    let store = SqlStoreConfig::new(url(&path))
+        .pool_size(1)
+        .connect_timeout(Duration::from_secs(2))
+        .connect()
+        .await
+        .unwrap();
+    let id = id("one");
+    store
+        .create(&tx(&id, TxState::Running, 1), "a", Duration::ZERO)
+        .await
+        .unwrap();
+    for version in 1..4 {
+        let write = Write {
+            tx: None,
+            branches: vec![branch(
+                &format!("b{version}"),
+                Op::Action,
+                BranchState::Sent,
+            )],
+        };
+        assert_eq!(
+            store.commit(&id, version, write).await.unwrap(),
+            version + 1
+        );
+        // the writer gave the only connection back
+        assert_eq!(store.load(&id).await.unwrap().unwrap().version, version + 1);
+    }
+    store.close().await;
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_write_fails_alone() {
     let path = temp_db("refused");
     let store = Arc::new(open(&path).await);

@@ -1,5 +1,10 @@
 //! Branch calls, protocol-neutral: log `Sent`, call with a timeout, judge,
 //! log the result; retry with backoff up to the attempt limit.
+//!
+//! An engine may merge writes around a call ([`Links`]): attempt 1's `Sent`
+//! logged earlier, in another write of this run (the saga logs a step's
+//! `Sent` with the success that made it ready), and more records or a
+//! state change logged with the success.
 
 use std::time::Duration;
 
@@ -11,7 +16,7 @@ use tracing::Instrument;
 
 use super::Inner;
 use super::log::{Halt, TxLog};
-use crate::model::{BranchId, BranchRecord, BranchState, Op, TxId, now_ms};
+use crate::model::{BranchId, BranchRecord, BranchState, Op, TxId, TxRecord, now_ms};
 use crate::participant::{Attempt, BranchCall};
 use crate::store::{TxUpdate, Write};
 
@@ -28,6 +33,34 @@ pub(crate) struct BranchSpec<'a> {
     pub(crate) deadline: Option<Instant>,
     /// Written with the success, in the same atomic write.
     pub(crate) on_success: Option<TxUpdate>,
+}
+
+/// Computes what to log with a success, under the log's lock: called with
+/// the record as last written and the success record about to be logged.
+pub(crate) type OnSuccess<'a> = dyn Fn(&TxRecord, &BranchRecord) -> Write + Send + Sync + 'a;
+
+/// How a call is merged with the writes around it (see the [module
+/// docs](self)). The default merges nothing.
+#[derive(Default)]
+pub(crate) struct Links<'a> {
+    /// This run logged the branch's record `Sent` for attempt 1 (with
+    /// `attempts` at one) and has sent nothing since: attempt 1 does not
+    /// log it again, and the call has not applied yet. Retries log `Sent`
+    /// before each attempt as usual.
+    pub(crate) sent_logged: bool,
+    /// Written with the success, in the same atomic write: its branch
+    /// records after the success record, its transaction update instead
+    /// of [`BranchSpec::on_success`] when it has one.
+    pub(crate) on_success: Option<&'a OnSuccess<'a>>,
+}
+
+impl std::fmt::Debug for Links<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Links")
+            .field("sent_logged", &self.sent_logged)
+            .field("on_success", &self.on_success.is_some())
+            .finish()
+    }
 }
 
 /// How a branch call ended.
@@ -53,18 +86,37 @@ pub(crate) async fn call_branch(
     log: &Mutex<TxLog<'_>>,
     spec: BranchSpec<'_>,
 ) -> Result<CallEnd, Halt> {
+    call_linked(inner, log, spec, Links::default()).await
+}
+
+/// Makes the call described by `spec`, its writes merged as `links` says.
+pub(crate) async fn call_linked(
+    inner: &Inner,
+    log: &Mutex<TxLog<'_>>,
+    spec: BranchSpec<'_>,
+    links: Links<'_>,
+) -> Result<CallEnd, Halt> {
     let (tx, prior) = {
         let log = log.lock().await;
         let prior = log.record.branch(spec.branch, spec.op).cloned();
         (log.record.id.clone(), prior)
     };
     let logged_before = prior.is_some();
+    let sent_logged = links.sent_logged && logged_before;
     let mut total = prior.as_ref().map_or(0, |p| p.attempts);
-    // a `Sent` or in-doubt record left by an earlier run may have applied
-    let mut may_have_applied = prior
-        .as_ref()
-        .is_some_and(|p| matches!(p.state, BranchState::Sent | BranchState::InDoubt));
-    let mut error = prior.and_then(|p| p.error);
+    let (mut may_have_applied, mut error) = match prior {
+        // this run's own `Sent` of attempt 1: nothing was sent yet
+        Some(_) if sent_logged => {
+            total = total.saturating_sub(1);
+            (false, None)
+        }
+        // a `Sent` or in-doubt record left by an earlier run may have applied
+        Some(p) => (
+            matches!(p.state, BranchState::Sent | BranchState::InDoubt),
+            p.error,
+        ),
+        None => (false, None),
+    };
     let record = |state, total, output, error| BranchRecord {
         branch: spec.branch.clone(),
         op: spec.op,
@@ -76,10 +128,12 @@ pub(crate) async fn call_branch(
         updated_at: now_ms(),
     };
     let Some(participant) = inner.participant(spec.participant) else {
-        return Ok(CallEnd::GaveUp {
-            may_have_applied,
-            error: format!("no participant {:?} registered", spec.participant),
-        });
+        let error = format!("no participant {:?} registered", spec.participant);
+        // this run's own `Sent` is settled (never sent); an earlier run's stays
+        return give_up(log, sent_logged, may_have_applied, error, |s, e| {
+            record(s, total, None, Some(e))
+        })
+        .await;
     };
     let max = inner.config.max_attempts;
     let mut previous_delay = None;
@@ -107,12 +161,14 @@ pub(crate) async fn call_branch(
         }
         attempt += 1;
         total += 1;
-        log_branch(
-            log,
-            None,
-            record(BranchState::Sent, total, None, error.clone()),
-        )
-        .await?;
+        if !(sent_logged && attempt == 1) {
+            log_branch(
+                log,
+                None,
+                record(BranchState::Sent, total, None, error.clone()),
+            )
+            .await?;
+        }
         let call = BranchCall {
             tx: tx.clone(),
             branch: spec.branch.clone(),
@@ -129,12 +185,15 @@ pub(crate) async fn call_branch(
         inner.metrics.branch_call(spec.op, &outcome);
         match outcome {
             Attempt::Success(output) => {
-                log_branch(
-                    log,
-                    spec.on_success.clone(),
-                    record(BranchState::Succeeded, total, Some(output.clone()), None),
-                )
-                .await?;
+                let done = record(BranchState::Succeeded, total, Some(output.clone()), None);
+                let mut log = log.lock().await;
+                let mut write = match links.on_success {
+                    Some(follow) => follow(&log.record, &done),
+                    None => Write::default(),
+                };
+                write.tx = write.tx.or_else(|| spec.on_success.clone());
+                write.branches.insert(0, done);
+                log.write(write).await?;
                 return Ok(CallEnd::Succeeded(output));
             }
             Attempt::Terminal(e) => {

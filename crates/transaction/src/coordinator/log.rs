@@ -42,12 +42,22 @@ impl Halt {
     }
 }
 
+/// The record as last written, shared with the readers of a run: see
+/// [`TxLog::published`].
+pub(crate) type Published = Arc<std::sync::Mutex<Arc<TxRecord>>>;
+
 /// A clone of the record `published` holds.
-pub(crate) fn read(published: &std::sync::Mutex<TxRecord>) -> TxRecord {
-    published
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone()
+pub(crate) fn read(published: &std::sync::Mutex<Arc<TxRecord>>) -> TxRecord {
+    (*shared(published)).clone()
+}
+
+/// The record `published` holds, shared (no copy).
+pub(crate) fn shared(published: &std::sync::Mutex<Arc<TxRecord>>) -> Arc<TxRecord> {
+    Arc::clone(
+        &published
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    )
 }
 
 /// One transaction as this coordinator drives it.
@@ -59,7 +69,7 @@ pub(crate) struct TxLog<'c> {
     /// A copy of `record` as last written, readable without this log's
     /// (async) lock: a reader that awaited that lock while the futures
     /// queued for it are not being polled would wait forever.
-    published: Arc<std::sync::Mutex<TxRecord>>,
+    published: Published,
 }
 
 impl<'c> TxLog<'c> {
@@ -67,15 +77,15 @@ impl<'c> TxLog<'c> {
     pub(crate) fn new(inner: &'c Inner, record: TxRecord) -> Self {
         Self {
             inner,
-            published: Arc::new(std::sync::Mutex::new(record.clone())),
+            published: Arc::new(std::sync::Mutex::new(Arc::new(record.clone()))),
             record,
             renewed: Some(Instant::now()),
         }
     }
 
-    /// The record as last written, shared: read it with [`read`], never
-    /// awaiting anything.
-    pub(crate) fn published(&self) -> Arc<std::sync::Mutex<TxRecord>> {
+    /// The record as last written, shared: read it with [`read`] or
+    /// [`shared`], never awaiting anything.
+    pub(crate) fn published(&self) -> Published {
         Arc::clone(&self.published)
     }
 
@@ -112,10 +122,11 @@ impl<'c> TxLog<'c> {
                     write.apply_to(&mut self.record);
                     self.record.version = version;
                     self.record.updated_at = now_ms();
+                    let published = Arc::new(self.record.clone());
                     *self
                         .published
                         .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner) = self.record.clone();
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = published;
                     return Ok(());
                 }
                 Err(StoreError::Unavailable(e)) => {

@@ -58,8 +58,8 @@ pub use config::CoordinatorConfig;
 pub use error::TxError;
 pub use retention::PURGED_TOTAL;
 
-pub(crate) use branch::{BranchSpec, CallEnd, call_branch};
-pub(crate) use log::{Halt, Pending, TxLog, deadline_of, next_done, read};
+pub(crate) use branch::{BranchSpec, CallEnd, Links, call_branch, call_linked};
+pub(crate) use log::{Halt, Pending, Published, TxLog, deadline_of, next_done, read, shared};
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -351,8 +351,15 @@ impl Coordinator {
         self.register(saga.clone());
         let now = now_ms();
         let deadline = saga.deadline_from(now);
-        self.begin(Protocol::Saga, saga.plan_value(), deadline, id, input, None)
-            .await
+        self.begin(
+            Protocol::Saga,
+            saga.plan_value(),
+            deadline,
+            id,
+            input,
+            Fresh::Saga(saga),
+        )
+        .await
     }
 
     /// Starts the TCC transaction `tcc` with `input` under a fresh id and
@@ -434,18 +441,13 @@ impl Coordinator {
     ) -> Result<TxOutcome, TxError> {
         check_participants(&self.inner, def.participants())?;
         let deadline = def.deadline_from(now_ms());
-        self.begin(
-            def.protocol(),
-            def.plan_value(),
-            deadline,
-            id,
-            input,
-            Some(def),
-        )
-        .await
+        let fresh = Fresh::Phased(def);
+        self.begin(def.protocol(), def.plan_value(), deadline, id, input, fresh)
+            .await
     }
 
-    /// Logs a new transaction, then drives it.
+    /// Logs a new transaction (a saga with its first steps' `Sent`
+    /// records), then drives it.
     async fn begin(
         &self,
         protocol: Protocol,
@@ -453,9 +455,13 @@ impl Coordinator {
         deadline: Option<u64>,
         id: TxId,
         input: Value,
-        def: Option<&Definition>,
+        fresh: Fresh<'_>,
     ) -> Result<TxOutcome, TxError> {
         let now = now_ms();
+        let branches = match fresh {
+            Fresh::Saga(saga) => saga::engine::first_sends(saga, &input),
+            Fresh::Phased(_) => Vec::new(),
+        };
         let mut record = TxRecord {
             id,
             protocol,
@@ -468,7 +474,7 @@ impl Coordinator {
             updated_at: now,
             deadline,
             version: 1,
-            branches: Vec::new(),
+            branches,
         };
         self.inner
             .store
@@ -477,7 +483,7 @@ impl Coordinator {
         record.version = 1;
         self.inner.metrics.started();
         let id = record.id.clone();
-        match self.drive(record, def).await {
+        match self.drive(record, Some(fresh)).await {
             Ok(record) => Ok(TxOutcome::of(&record)),
             Err(halt) => Err(TxError::Interrupted {
                 id,
@@ -511,25 +517,33 @@ impl Coordinator {
     }
 
     /// Runs `record` (leased to this coordinator) with its protocol's
-    /// engine, in a `transaction` span; releases the lease at the end.
-    /// `def` is the definition of a TCC, 2PC or 3PC transaction this run
-    /// just created (its phase one runs); `None` for a saga or a recovered
-    /// one.
-    async fn drive(&self, record: TxRecord, def: Option<&Definition>) -> Result<TxRecord, Halt> {
+    /// engine, in a `transaction` span; releases the lease at the end
+    /// unless the transaction is terminal (then no one claims it again).
+    /// `fresh` is the definition of a transaction this run just created (a
+    /// TCC, 2PC or 3PC phase one runs; a saga sends the `Sent` records it
+    /// logged); `None` for a recovered one.
+    async fn drive(&self, record: TxRecord, fresh: Option<Fresh<'_>>) -> Result<TxRecord, Halt> {
         let inner = &*self.inner;
         let span = tracing::info_span!("transaction", name = %inner.config.name, tx = %record.id, protocol = record.protocol.as_str());
         let id = record.id.clone();
         let result = async {
             match record.protocol {
-                Protocol::Saga => saga::engine::drive(inner, record).await,
+                Protocol::Saga => {
+                    saga::engine::drive(inner, record, fresh.and_then(Fresh::saga)).await
+                }
                 Protocol::Tcc | Protocol::TwoPhase | Protocol::ThreePhase => {
-                    phased::engine::drive(inner, record, def).await
+                    phased::engine::drive(inner, record, fresh.and_then(Fresh::phased)).await
                 }
             }
         }
         .instrument(span)
         .await;
         match &result {
+            // a terminal transaction is never claimed again: its lease
+            // matters to no one, and releasing it would cost a write
+            Ok(record) if record.state.is_terminal() => {
+                inner.metrics.finished(record.state.as_str());
+            }
             Ok(record) => {
                 inner.metrics.finished(record.state.as_str());
                 if let Err(e) = inner.store.release(&id, &inner.owner).await {
@@ -743,6 +757,29 @@ impl Coordinator {
             .await?;
         self.inner.metrics.finished(TxState::Resolved.as_str());
         self.inspect(id).await
+    }
+}
+
+/// The definition a run that just created its transaction started from.
+#[derive(Debug, Clone, Copy)]
+enum Fresh<'a> {
+    Saga(&'a Saga),
+    Phased(&'a Definition),
+}
+
+impl<'a> Fresh<'a> {
+    fn saga(self) -> Option<&'a Saga> {
+        match self {
+            Self::Saga(saga) => Some(saga),
+            Self::Phased(_) => None,
+        }
+    }
+
+    fn phased(self) -> Option<&'a Definition> {
+        match self {
+            Self::Phased(def) => Some(def),
+            Self::Saga(_) => None,
+        }
     }
 }
 

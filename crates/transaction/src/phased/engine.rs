@@ -25,8 +25,8 @@ use tokio::time::Instant;
 
 use super::{Definition, Ops, PhasedPlan};
 use crate::coordinator::{
-    BranchSpec, CallEnd, Halt, Inner, Pending, TxLog, call_branch, deadline_of, next_done, park,
-    read,
+    BranchSpec, CallEnd, Halt, Inner, Pending, Published, TxLog, call_branch, deadline_of,
+    next_done, park, read, shared,
 };
 use crate::model::{BranchId, BranchState, Decision, Op, TxRecord, TxState};
 use crate::saga::PlanRequest;
@@ -112,12 +112,13 @@ struct Run<'c> {
     log: Mutex<TxLog<'c>>,
     /// The record as last written (see [`TxLog::published`]): read it
     /// without the log's lock, which the running calls may be queued for.
-    published: Arc<std::sync::Mutex<TxRecord>>,
+    published: Published,
 }
 
 impl Run<'_> {
-    fn snapshot(&self) -> TxRecord {
-        read(&self.published)
+    /// The record as last written, shared (no copy).
+    fn snapshot(&self) -> Arc<TxRecord> {
+        shared(&self.published)
     }
 
     fn state(&self, record: &TxRecord, i: usize, op: Op) -> Option<BranchState> {
@@ -273,7 +274,7 @@ impl Run<'_> {
             }
         }
         if let Some(reason) = stop {
-            return park(self.inner, self.snapshot(), reason).await;
+            return park(self.inner, read(&self.published), reason).await;
         }
         let end = match decision {
             Decision::Commit => TxState::Committed,

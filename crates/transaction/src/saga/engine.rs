@@ -1,19 +1,32 @@
 //! The saga engine: drives one saga from its log record, whether the run
 //! was just started or is recovered.
+//!
+//! Writes are merged so that a sequential saga of n steps makes n + 1:
+//! the first ready steps' `Sent` records go into the transaction's
+//! `create` ([`first_sends`]); a step's success is logged with the `Sent`
+//! records of the steps it makes ready (their requests built under the
+//! log's lock), and the last success with `Committed`. A `Sent` record this
+//! run logged ahead stays unsent until its step is launched: the step then
+//! calls without logging it again; a deadline that passed meanwhile logs
+//! it `Failed` unsent, and a saga that turns to compensate logs those never
+//! launched `Failed` in its `Aborting` write. After a crash, such a record
+//! is in doubt like any `Sent`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use super::{Graph, PlanRequest, SagaPlan};
 use crate::coordinator::{
-    BranchSpec, CallEnd, Halt, Inner, Pending, TxLog, call_branch, next_done, park, read,
+    BranchSpec, CallEnd, Halt, Inner, Links, Pending, Published, TxLog, call_branch, call_linked,
+    deadline_of, next_done, park, read, shared,
 };
-use crate::model::{BranchId, BranchState, Decision, Op, TxRecord, TxState, now_ms};
+use crate::model::{BranchId, BranchRecord, BranchState, Decision, Op, TxRecord, TxState, now_ms};
 use crate::saga::Saga;
 use crate::store::{TxUpdate, Write};
 
@@ -23,15 +36,61 @@ enum StepEnd {
     Failed(String),
 }
 
+/// The `Sent` records of the steps that depend on nothing, their requests
+/// built from `input`: logged with the saga's `create`, then sent by the
+/// run [`drive`] is given the saga for.
+pub(crate) fn first_sends(saga: &Saga, input: &Value) -> Vec<BranchRecord> {
+    let now = now_ms();
+    saga.plan()
+        .steps
+        .iter()
+        .filter(|step| step.after.is_empty())
+        .filter_map(|step| {
+            let request = match &step.request {
+                PlanRequest::Input => input.clone(),
+                PlanRequest::Value { value } => value.clone(),
+                PlanRequest::Builder => saga.builder_of(&step.id)?(input, &BTreeMap::new()),
+            };
+            Some(sent(&step.id, request, now))
+        })
+        .collect()
+}
+
+/// A step's action logged `Sent` for its first attempt.
+fn sent(step: &BranchId, request: Value, now: u64) -> BranchRecord {
+    BranchRecord {
+        branch: step.clone(),
+        op: Op::Action,
+        state: BranchState::Sent,
+        request,
+        output: None,
+        error: None,
+        attempts: 1,
+        updated_at: now,
+    }
+}
+
 /// Drives the saga in `record` (leased to this coordinator) to a terminal
-/// or parked state.
-pub(crate) async fn drive(inner: &Inner, record: TxRecord) -> Result<TxRecord, Halt> {
-    let plan: SagaPlan = match serde_json::from_value(record.plan.clone()) {
-        Ok(plan) => plan,
-        Err(e) => {
-            let reason = format!("the saga plan in the log does not decode: {e}");
-            return park(inner, record, reason).await;
-        }
+/// or parked state. `fresh` is the saga when this run just created the
+/// record (with [`first_sends`]), `None` when it is recovered.
+///
+/// The run works from the decoded plan: the copies of the record it makes
+/// (one per write, for its readers) and the record it returns leave the
+/// logged plan out (`null`); the log keeps it.
+pub(crate) async fn drive(
+    inner: &Inner,
+    mut record: TxRecord,
+    fresh: Option<&Saga>,
+) -> Result<TxRecord, Halt> {
+    let plan: Arc<SagaPlan> = match fresh {
+        Some(saga) => Arc::clone(saga.plan()),
+        None => match SagaPlan::deserialize(&record.plan) {
+            Ok(plan) => Arc::new(plan),
+            Err(e) => {
+                let reason = format!("the saga plan in the log does not decode: {e}");
+                return park(inner, record, reason).await;
+            }
+        },
     };
     let Some((graph, deps)) = index(&plan) else {
         let reason =
@@ -53,15 +112,27 @@ pub(crate) async fn drive(inner: &Inner, record: TxRecord) -> Result<TxRecord, H
         Some(p) => (0..plan.steps.len()).map(|i| graph.reaches(p, i)).collect(),
         None => vec![false; plan.steps.len()],
     };
-    // the logged deadline (wall clock) as a point on tokio's clock
-    let deadline = record
-        .deadline
-        .map(|d| Instant::now() + Duration::from_millis(d.saturating_sub(now_ms())));
+    let deadline = deadline_of(&record);
+    // the `Sent` records `create` logged for this run, not sent yet
+    let prelogged = plan
+        .steps
+        .iter()
+        .map(|s| {
+            fresh.is_some()
+                && record
+                    .branch(&s.id, Op::Action)
+                    .is_some_and(|b| b.state == BranchState::Sent)
+        })
+        .collect();
     let state = record.state;
+    record.plan = Value::Null;
     let log = TxLog::new(inner, record);
     let run = Run {
         inner,
-        saga: inner.saga(&plan.saga),
+        saga: match fresh {
+            Some(saga) => Some(saga.clone()),
+            None => inner.saga(&plan.saga),
+        },
         plan,
         graph,
         deps,
@@ -69,11 +140,12 @@ pub(crate) async fn drive(inner: &Inner, record: TxRecord) -> Result<TxRecord, H
         deadline,
         published: log.published(),
         log: Mutex::new(log),
+        prelogged: std::sync::Mutex::new(prelogged),
     };
     match state {
         TxState::Running | TxState::Committing => run.forward().await,
         TxState::Aborting => run.compensate(None).await,
-        _ => Ok(run.snapshot().await),
+        _ => Ok(read(&run.published)),
     }
 }
 
@@ -98,22 +170,25 @@ fn index(plan: &SagaPlan) -> Option<(Graph, Vec<Vec<usize>>)> {
 struct Run<'c> {
     inner: &'c Inner,
     saga: Option<Saga>,
-    plan: SagaPlan,
+    plan: Arc<SagaPlan>,
     graph: Graph,
     deps: Vec<Vec<usize>>,
     after_pivot: Vec<bool>,
     deadline: Option<Instant>,
     log: Mutex<TxLog<'c>>,
     /// The record as last written (see [`TxLog::published`]).
-    published: Arc<std::sync::Mutex<TxRecord>>,
+    published: Published,
+    /// By step: its action's `Sent` was logged by this run and its step
+    /// not launched yet (set under the log's lock, taken at launch).
+    prelogged: std::sync::Mutex<Vec<bool>>,
 }
 
 impl Run<'_> {
-    /// The record as last written. Never waits for the log's lock: the
-    /// steps running alongside may be queued for it, and they only move
-    /// while the caller polls them.
-    async fn snapshot(&self) -> TxRecord {
-        read(&self.published)
+    /// The record as last written (shared, not copied). Never waits for
+    /// the log's lock: the steps running alongside may be queued for it,
+    /// and they only move while the caller polls them.
+    async fn snapshot(&self) -> Arc<TxRecord> {
+        shared(&self.published)
     }
 
     fn action_state(&self, record: &TxRecord, i: usize) -> Option<BranchState> {
@@ -161,25 +236,33 @@ impl Run<'_> {
                         .all(|&j| self.action_state(&record, j) == Some(BranchState::Succeeded));
                     if ready {
                         *started = true;
+                        let sent_logged = std::mem::take(&mut self.prelogged()[i]);
                         let run = self;
-                        running.push(Box::pin(async move { (i, run.action(i).await) }));
+                        running.push(Box::pin(
+                            async move { (i, run.action(i, sent_logged).await) },
+                        ));
                     }
                 }
             }
             if running.is_empty() {
                 let record = self.snapshot().await;
                 if let Some(reason) = stop {
-                    return park(self.inner, record, reason).await;
+                    return park(self.inner, TxRecord::clone(&record), reason).await;
                 }
                 if let Some(reason) = abort {
                     return self.compensate(Some(reason)).await;
                 }
                 if (0..n).all(|i| self.action_state(&record, i) == Some(BranchState::Succeeded)) {
+                    // the last success was logged with the commit, unless
+                    // the deadline had passed (then this run compensated)
+                    if record.state == TxState::Committed {
+                        return Ok(Arc::unwrap_or_clone(record));
+                    }
                     return self.finish(TxState::Committed, None).await;
                 }
                 return park(
                     self.inner,
-                    record,
+                    TxRecord::clone(&record),
                     "no step can run and the saga is not done".to_owned(),
                 )
                 .await;
@@ -195,34 +278,117 @@ impl Run<'_> {
         }
     }
 
-    /// One action: its logged request, or one built now.
-    async fn action(&self, i: usize) -> Result<StepEnd, Halt> {
+    /// The steps whose `Sent` this run logged and has not launched.
+    fn prelogged(&self) -> std::sync::MutexGuard<'_, Vec<bool>> {
+        self.prelogged
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Step `i`'s request, built from `record` and `done` (a success about
+    /// to be logged with it), or why it cannot be built.
+    fn request(
+        &self,
+        i: usize,
+        record: &TxRecord,
+        done: Option<&BranchRecord>,
+    ) -> Result<Value, String> {
+        let step = &self.plan.steps[i];
+        Ok(match &step.request {
+            PlanRequest::Input => record.input.clone(),
+            PlanRequest::Value { value } => value.clone(),
+            PlanRequest::Builder => {
+                let Some(build) = self.saga.as_ref().and_then(|s| s.builder_of(&step.id)) else {
+                    return Err(format!(
+                        "step {}: its request builder is not registered (saga {:?} unknown to this coordinator)",
+                        step.id, self.plan.saga
+                    ));
+                };
+                let outputs: BTreeMap<BranchId, Value> = record
+                    .branches
+                    .iter()
+                    .chain(done)
+                    .filter(|b| b.op == Op::Action && b.state == BranchState::Succeeded)
+                    .filter_map(|b| Some((b.branch.clone(), b.output.clone()?)))
+                    .collect();
+                build(&record.input, &outputs)
+            }
+        })
+    }
+
+    /// What to log with step `i`'s success `done` (called under the log's
+    /// lock with `record` as last written): the pivot's commit decision;
+    /// `Committed` if it is the last step to succeed (in time); else the
+    /// `Sent` records of the steps it makes ready, unless the saga is
+    /// failing or out of time (the forward loop then compensates or parks).
+    fn follow(&self, i: usize, record: &TxRecord, done: &BranchRecord) -> Write {
+        let is_pivot = self.plan.pivot.as_ref() == Some(&self.plan.steps[i].id);
+        let passed = is_pivot || record.decision == Some(Decision::Commit);
+        let in_time = passed || self.deadline.is_none_or(|d| Instant::now() < d);
+        let succeeded =
+            |j: usize| j == i || self.action_state(record, j) == Some(BranchState::Succeeded);
+        let mut write = Write {
+            tx: is_pivot.then_some(TxUpdate {
+                state: Some(TxState::Committing),
+                decision: Some(Decision::Commit),
+                reason: None,
+            }),
+            branches: Vec::new(),
+        };
+        if !in_time {
+            return write;
+        }
+        let n = self.plan.steps.len();
+        if (0..n).all(succeeded) {
+            write.tx = Some(TxUpdate {
+                state: Some(TxState::Committed),
+                decision: Some(Decision::Commit),
+                reason: Some(None),
+            });
+            return write;
+        }
+        let failing = record.branches.iter().any(|b| {
+            b.op == Op::Action && matches!(b.state, BranchState::Failed | BranchState::InDoubt)
+        });
+        if failing || !matches!(record.state, TxState::Running | TxState::Committing) {
+            return write;
+        }
+        let now = now_ms();
+        let mut prelogged = self.prelogged();
+        for j in (0..n).filter(|&j| self.deps[j].contains(&i)) {
+            let step = &self.plan.steps[j];
+            // only steps this success makes ready, never one logged before
+            if record.branch(&step.id, Op::Action).is_some()
+                || !self.deps[j].iter().all(|&k| succeeded(k))
+            {
+                continue;
+            }
+            // a request that cannot be built fails in the step's own run
+            if let Ok(request) = self.request(j, record, Some(done)) {
+                write.branches.push(sent(&step.id, request, now));
+                prelogged[j] = true;
+            }
+        }
+        write
+    }
+
+    /// One action: its logged request, or one built now. `sent_logged`:
+    /// its `Sent` was logged ahead by this run.
+    async fn action(&self, i: usize, sent_logged: bool) -> Result<StepEnd, Halt> {
         let step = &self.plan.steps[i];
         let record = self.snapshot().await;
         let request = match record.branch(&step.id, Op::Action) {
             Some(logged) => logged.request.clone(),
-            None => match &step.request {
-                PlanRequest::Input => record.input.clone(),
-                PlanRequest::Value { value } => value.clone(),
-                PlanRequest::Builder => {
-                    let Some(build) = self.saga.as_ref().and_then(|s| s.builder_of(&step.id))
-                    else {
-                        return Ok(StepEnd::Failed(format!(
-                            "step {}: its request builder is not registered (saga {:?} unknown to this coordinator)",
-                            step.id, self.plan.saga
-                        )));
-                    };
-                    let outputs: BTreeMap<BranchId, Value> = record
-                        .branches
-                        .iter()
-                        .filter(|b| b.op == Op::Action && b.state == BranchState::Succeeded)
-                        .filter_map(|b| Some((b.branch.clone(), b.output.clone()?)))
-                        .collect();
-                    build(&record.input, &outputs)
-                }
+            None => match self.request(i, &record, None) {
+                Ok(request) => request,
+                Err(reason) => return Ok(StepEnd::Failed(reason)),
             },
         };
-        let is_pivot = self.plan.pivot.as_ref() == Some(&step.id);
+        let follow = |record: &TxRecord, done: &BranchRecord| self.follow(i, record, done);
+        let links = Links {
+            sent_logged,
+            on_success: Some(&follow),
+        };
         let spec = BranchSpec {
             branch: &step.id,
             op: Op::Action,
@@ -234,17 +400,18 @@ impl Run<'_> {
             } else {
                 self.deadline
             },
-            on_success: is_pivot.then_some(TxUpdate {
-                state: Some(TxState::Committing),
-                decision: Some(Decision::Commit),
-                reason: None,
-            }),
+            // the pivot's decision comes from `follow`
+            on_success: None,
         };
-        Ok(match call_branch(self.inner, &self.log, spec).await? {
-            CallEnd::Succeeded(_) => StepEnd::Done,
-            CallEnd::Refused(e) => StepEnd::Failed(format!("step {} refused: {e}", step.id)),
-            CallEnd::GaveUp { error, .. } => StepEnd::Failed(format!("step {}: {error}", step.id)),
-        })
+        Ok(
+            match call_linked(self.inner, &self.log, spec, links).await? {
+                CallEnd::Succeeded(_) => StepEnd::Done,
+                CallEnd::Refused(e) => StepEnd::Failed(format!("step {} refused: {e}", step.id)),
+                CallEnd::GaveUp { error, .. } => {
+                    StepEnd::Failed(format!("step {}: {error}", step.id))
+                }
+            },
+        )
     }
 
     /// Compensates every action that ran or may have run, in reverse
@@ -253,6 +420,22 @@ impl Run<'_> {
         let record = self.snapshot().await;
         if record.state != TxState::Aborting {
             tracing::info!(name = %self.inner.config.name, tx = %record.id, reason = reason.as_deref().unwrap_or(""), "compensating");
+            // steps logged `Sent` ahead and never launched: never sent
+            let now = now_ms();
+            let unsent = self
+                .prelogged()
+                .iter_mut()
+                .enumerate()
+                .filter_map(|(i, unsent)| std::mem::take(unsent).then_some(i))
+                .filter_map(|i| {
+                    let mut b = record.branch(&self.plan.steps[i].id, Op::Action)?.clone();
+                    b.state = BranchState::Failed;
+                    b.attempts = b.attempts.saturating_sub(1);
+                    b.error = Some("not sent: the saga turned to compensate first".to_owned());
+                    b.updated_at = now;
+                    Some(b)
+                })
+                .collect();
             self.log
                 .lock()
                 .await
@@ -262,7 +445,7 @@ impl Run<'_> {
                         decision: Some(Decision::Abort),
                         reason: reason.map(Some),
                     }),
-                    branches: Vec::new(),
+                    branches: unsent,
                 })
                 .await?;
         }
@@ -299,16 +482,16 @@ impl Run<'_> {
             if running.is_empty() {
                 if let Some(reason) = stop {
                     let record = self.snapshot().await;
-                    return park(self.inner, record, reason).await;
+                    return park(self.inner, TxRecord::clone(&record), reason).await;
                 }
                 if done.iter().all(|d| *d) {
-                    let reason = self.snapshot().await.reason;
+                    let reason = self.snapshot().await.reason.clone();
                     return self.finish(TxState::Aborted, reason).await;
                 }
                 let record = self.snapshot().await;
                 return park(
                     self.inner,
-                    record,
+                    TxRecord::clone(&record),
                     "no compensation can run and the saga is not undone".to_owned(),
                 )
                 .await;

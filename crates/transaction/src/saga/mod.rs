@@ -325,7 +325,7 @@ impl SagaBuilder {
                     .zip(&ids)
                     .filter_map(|(s, id)| Some((id.clone(), s.request.builder()?)))
                     .collect(),
-                plan,
+                plan: Arc::new(plan),
                 plan_value,
                 timeout: self.timeout,
             }),
@@ -344,7 +344,7 @@ pub struct Saga {
 struct SagaDef {
     name: String,
     builders: HashMap<BranchId, Arc<RequestFn>>,
-    plan: SagaPlan,
+    plan: Arc<SagaPlan>,
     plan_value: Value,
     timeout: Option<Duration>,
 }
@@ -392,6 +392,11 @@ impl Saga {
         self.inner
             .timeout
             .map(|t| now_ms.saturating_add(duration_ms(t)))
+    }
+
+    /// The plan, decoded.
+    pub(crate) fn plan(&self) -> &Arc<SagaPlan> {
+        &self.inner.plan
     }
 
     pub(crate) fn builder_of(&self, step: &BranchId) -> Option<Arc<RequestFn>> {

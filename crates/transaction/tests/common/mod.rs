@@ -244,6 +244,35 @@ pub async fn branch_upsert_keeps_order(store: &dyn TxStore) {
     assert_eq!(t.version, 3);
 }
 
+/// Hundreds of branch records in one create and one commit (more rows than
+/// one SQL statement carries), one pair twice in a write: every record
+/// kept in the order first logged, the later record of the pair in place
+/// of the earlier.
+pub async fn many_branches_in_one_write(store: &dyn TxStore) {
+    let id = id("many");
+    let name = |i: usize| format!("s{i:03}");
+    let mut t = tx(&id, TxState::Running, now_ms());
+    t.branches = (0..250)
+        .map(|i| branch(&name(i), Op::Action, BranchState::Sent))
+        .collect();
+    store.create(&t, "a", LONG).await.unwrap();
+    let mut branches: Vec<BranchRecord> = (250..500)
+        .map(|i| branch(&name(i), Op::Action, BranchState::Sent))
+        .collect();
+    let mut replaced = branch(&name(300), Op::Action, BranchState::Succeeded);
+    replaced.attempts = 2;
+    branches.push(replaced.clone());
+    branches.push(branch(&name(7), Op::Action, BranchState::Succeeded));
+    let write = Write { tx: None, branches };
+    assert_eq!(store.commit(&id, 1, write).await.unwrap(), 2);
+    let t = store.load(&id).await.unwrap().unwrap();
+    let names: Vec<&str> = t.branches.iter().map(|b| b.branch.as_str()).collect();
+    let expected: Vec<String> = (0..500).map(name).collect();
+    assert_eq!(names, expected);
+    assert_eq!(t.branch(&replaced.branch, Op::Action), Some(&replaced));
+    assert_eq!(t.branches[7].state, BranchState::Succeeded);
+}
+
 pub async fn claim_renew_release(store: &dyn TxStore) {
     // Only look at ours, in case a backend shares the store.
     let held = id("held");
@@ -515,6 +544,7 @@ macro_rules! conformance {
             create_load_exists,
             commit_versions_and_conflict,
             branch_upsert_keeps_order,
+            many_branches_in_one_write,
             claim_renew_release,
             claim_limit_oldest_first,
             list_filters,

@@ -100,7 +100,9 @@ impl SqlStoreConfig {
         self
     }
 
-    /// The most connections the store opens. Defaults to 8.
+    /// The most connections the store opens. The group-commit writer keeps
+    /// one of them (with a pool of one, it takes it for each batch and
+    /// gives it back). Defaults to 8.
     pub fn pool_size(mut self, size: u32) -> Self {
         self.pool_size = size;
         self

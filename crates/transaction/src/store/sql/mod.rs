@@ -64,12 +64,13 @@
 //! Concurrent [`create`](TxStore::create) and [`commit`](TxStore::commit)
 //! calls queue for one writer task, which applies up to
 //! [`max_batch`](SqlStoreConfig::max_batch) of them in one database
-//! transaction: on SQLite one fsync per batch instead of one per write.
-//! Each write keeps its own result: a conflicting version or an existing
-//! id fails that write alone (writes are checked and applied in queue
-//! order inside the batch). If the database refuses a statement of one
-//! write, the batch is rolled back and its writes are applied one by one,
-//! so only the offending write fails. [`SqlTxStore::write_stats`] and the
+//! transaction (on SQLite one fsync per batch instead of one per write)
+//! of a few multi-row statements, whatever the number of writes. Each
+//! write keeps its own result: a conflicting version or an existing id
+//! fails that write alone, and each transaction's writes are applied in
+//! queue order. If the database refuses a statement, the batch is rolled
+//! back and its writes are applied one by one, so only the offending
+//! write fails. [`SqlTxStore::write_stats`] and the
 //! metrics [`BATCHES_TOTAL`] and [`WRITES_TOTAL`] count batches and writes.
 //!
 //! # Under failure
@@ -86,6 +87,7 @@
 //! - A caller that drops a `commit` future after it was queued does not
 //!   stop the write; it may or may not be applied.
 
+mod batch;
 mod config;
 mod migrate;
 mod writer;
@@ -105,8 +107,9 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, AssertSqlSafe, Row};
 use tokio::sync::{mpsc, oneshot};
 
+use self::batch::{Change, NewTx, Op};
 use self::config::Dialect;
-use self::writer::{Counts, Job, Op, Writer};
+use self::writer::{Counts, Job, Writer};
 use super::{BoxFuture, StoreError, TxFilter, TxStore, TxSummary, Write};
 use crate::model::{
     BranchId, BranchRecord, BranchState, Decision, Op as BranchOp, Protocol, TxId, TxRecord,
@@ -263,6 +266,8 @@ impl SqlTxStore {
         let pool = AnyPoolOptions::new()
             .max_connections(config.pool_size)
             .acquire_timeout(config.connect_timeout)
+            // a local file does not hang up: no liveness ping per acquire
+            .test_before_acquire(dialect == Dialect::Postgres)
             .after_connect(move |conn, _| {
                 let setup = Arc::clone(&setup);
                 Box::pin(async move {
@@ -304,6 +309,7 @@ impl SqlTxStore {
             pool: pool.clone(),
             dialect,
             max_batch: config.max_batch,
+            keep_connection: config.pool_size > 1,
             counts: Arc::clone(&counts),
             metrics,
         };
@@ -519,13 +525,9 @@ impl TxStore for SqlTxStore {
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             let lease_until = now_ms().saturating_add(duration_ms(lease));
-            self.write(Op::Create {
-                tx: tx.clone(),
-                owner: owner.to_owned(),
-                lease_until,
-            })
-            .await
-            .map(|_| ())
+            self.write(Op::Create(NewTx::new(tx, owner, lease_until)))
+                .await
+                .map(|_| ())
         })
     }
 
@@ -539,11 +541,7 @@ impl TxStore for SqlTxStore {
         expected_version: u64,
         write: Write,
     ) -> BoxFuture<'a, Result<u64, StoreError>> {
-        Box::pin(self.write(Op::Commit {
-            id: id.clone(),
-            expected: expected_version,
-            write,
-        }))
+        Box::pin(self.write(Op::Commit(Change::new(id, expected_version, write))))
     }
 
     fn claim<'a>(
