@@ -103,22 +103,19 @@
 //! # }
 //! ```
 
-use std::convert::Infallible;
-use std::fmt;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE};
-use http::{HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
 use hyper::body::Body;
-use rampart_core::{BoxError, BoxFuture};
+use rampart_core::BoxError;
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::coordinator::{Coordinator, TxError};
+use crate::json_http::{Reject, json_service, method_not_allowed, read_body, respond, to_json};
 use crate::model::{Protocol, TxId, TxState, now_ms};
 use crate::store::{StoreError, TxFilter};
 
@@ -187,16 +184,10 @@ impl AdminRouter {
         };
         let (allowed, allow) = route.method();
         if parts.method != allowed {
-            let mut response = Reject::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
+            return method_not_allowed(
                 format!("{path} takes {allow}, not {}", parts.method),
-            )
-            .response();
-            response
-                .headers_mut()
-                .insert(ALLOW, HeaderValue::from_static(allow));
-            return response;
+                allow,
+            );
         }
         match self.answer(route, parts.uri.query(), body).await {
             Ok(body) => respond(StatusCode::OK, body),
@@ -265,25 +256,7 @@ impl AdminRouter {
     }
 }
 
-impl<B> tower::Service<Request<B>> for AdminRouter
-where
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
-    type Response = Response<Full<Bytes>>;
-    type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move { Ok(this.handle(request).await) })
-    }
-}
+json_service!(AdminRouter);
 
 // === routes ===
 
@@ -446,28 +419,6 @@ fn decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-async fn read_body<B>(body: B, max: usize) -> Result<Bytes, Reject>
-where
-    B: Body,
-    B::Error: Into<BoxError>,
-{
-    let too_large = || {
-        Reject::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("the body is over {max} bytes"),
-        )
-    };
-    if body.size_hint().lower() > max as u64 {
-        return Err(too_large());
-    }
-    match Limited::new(body, max).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<LengthLimitError>() => Err(too_large()),
-        Err(e) => Err(Reject::bad_request(format!("reading the body: {e}"))),
-    }
-}
-
 /// `body` as JSON of `T`; an empty body reads as `{}`.
 fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, Reject> {
     let body = if body.iter().all(u8::is_ascii_whitespace) {
@@ -479,57 +430,6 @@ fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, Reject> {
 }
 
 // === answers ===
-
-fn to_json(value: &impl Serialize) -> Result<Bytes, Reject> {
-    serde_json::to_vec(value).map(Bytes::from).map_err(|e| {
-        Reject::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!("encoding the answer: {e}"),
-        )
-    })
-}
-
-fn respond(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(body));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
-}
-
-/// An answer other than 200: `{"error": {"kind", "message"}}`.
-#[derive(Debug)]
-struct Reject {
-    status: StatusCode,
-    kind: &'static str,
-    message: String,
-}
-
-impl Reject {
-    fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            kind,
-            message: message.into(),
-        }
-    }
-
-    fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
-    }
-
-    /// A 400 naming the query parameter `key`.
-    fn query(key: &str, problem: impl fmt::Display) -> Self {
-        Self::bad_request(format!("query parameter {key:?}: {problem}"))
-    }
-
-    fn response(self) -> Response<Full<Bytes>> {
-        let body = json!({ "error": { "kind": self.kind, "message": self.message } });
-        respond(self.status, Bytes::from(body.to_string()))
-    }
-}
 
 impl From<TxError> for Reject {
     fn from(e: TxError) -> Self {

@@ -8,7 +8,7 @@
 //! |---|---|---|
 //! | 2xx with a JSON body (or none) | success, the body as output (`null` when empty) | |
 //! | 2xx whose body is not JSON | in doubt | the participant answered garbage: it may have applied the call |
-//! | 400, 403, 404, 409, 410, 412, 422 | terminal | a business refusal; nothing applied |
+//! | 400, 403, 404, 405, 409, 410, 412, 413, 415, 422 | terminal | a business refusal or a call the participant cannot take; nothing applied |
 //! | 408, 425, 429, 503 (and 502, 504 from a proxy before the participant) | retryable | not applied; try later |
 //! | any other status (500 …) | in doubt | it may have applied part of the call |
 //! | connection refused (nothing sent) | retryable | |
@@ -19,9 +19,17 @@
 //! that may time out *after* forwarding should answer with its own status
 //! and make its calls idempotent (every call carries the key for that).
 //!
+//! [`ParticipantServer`] is the other end: it serves any participant over
+//! HTTP, answering with the statuses above so that every outcome keeps its
+//! kind.
+//!
 //! The same client asks a coordinator's [admin router](crate::admin) for
 //! a decision, for a participant left in doubt (a 2PC branch prepared,
 //! its coordinator silent): [`HttpParticipants::decision`].
+
+mod serve;
+
+pub use serve::ParticipantServer;
 
 use std::fmt;
 use std::time::Duration;
@@ -261,7 +269,7 @@ fn judge(status: StatusCode, body: &[u8]) -> Result<Value, BoxError> {
         });
     }
     let error = match status.as_u16() {
-        400 | 403 | 404 | 409 | 410 | 412 | 422 => {
+        400 | 403 | 404 | 405 | 409 | 410 | 412 | 413 | 415 | 422 => {
             BranchError::terminal(format!("{status}: {}", text()))
         }
         408 | 425 | 429 | 502 | 503 | 504 => {
@@ -292,7 +300,7 @@ mod tests {
         );
         assert_eq!(outcome(204, ""), Attempt::Success(Value::Null));
         assert!(matches!(outcome(200, "<html>"), Attempt::InDoubt(_)));
-        for s in [400, 403, 404, 409, 410, 412, 422] {
+        for s in [400, 403, 404, 405, 409, 410, 412, 413, 415, 422] {
             assert!(matches!(outcome(s, "no"), Attempt::Terminal(_)), "{s}");
         }
         for s in [408, 425, 429, 502, 503, 504] {

@@ -36,6 +36,7 @@ pub mod admin;
 pub mod barrier;
 pub mod coordinator;
 pub mod http;
+mod json_http;
 pub mod model;
 pub mod participant;
 mod phased;
