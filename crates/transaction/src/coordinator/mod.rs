@@ -682,6 +682,12 @@ impl Coordinator {
     /// every branch that may have run): running or parked. A coordinator
     /// running it stops at its next write. Returns
     /// the record after this coordinator's next recovery round.
+    ///
+    /// A 3PC transaction is accepted too, but once a PreCommit may have
+    /// been sent, its pre-committed participants commit on their own when
+    /// their commit timeout runs out: forcing the abort then can split the
+    /// outcome (a refused rollback parks the transaction again, with the
+    /// reason).
     pub async fn force_compensate(&self, id: &TxId) -> Result<TxRecord, TxError> {
         let record = self.inspect(id).await?;
         let allowed = (record.state.is_active() || record.state == TxState::NeedsIntervention)
