@@ -490,3 +490,62 @@ async fn a_split_is_parked_for_intervention_with_the_reason() {
     let record = c.inspect(&outcome.id).await.unwrap();
     assert_eq!(record.decision, Some(Decision::Abort));
 }
+
+#[tokio::test(start_paused = true)]
+async fn restored_branches_resume_their_timers_after_a_restart() {
+    let r = Recorder::default();
+    let p = ThreePhaseParticipant::new(r.clone())
+        .wait_timeout(secs(10))
+        .commit_timeout(secs(20));
+    let (tx, branch) = ids();
+    // pre-committed before the restart: commits on its own, 20 s from now
+    assert!(
+        p.restore(
+            tx.clone(),
+            branch.clone(),
+            ThreePhaseState::PreCommitted,
+            json!("yes")
+        )
+        .await
+    );
+    // known now: a second restore changes nothing
+    assert!(
+        !p.restore(
+            tx.clone(),
+            branch.clone(),
+            ThreePhaseState::Voted,
+            json!("no")
+        )
+        .await
+    );
+    assert_eq!(send(&p, Op::CanCommit).await.unwrap(), json!("yes"));
+    tokio::time::sleep(secs(21)).await;
+    assert_eq!(
+        state(&p).await,
+        Some(ThreePhaseState::Committed { by_timeout: true })
+    );
+    assert_eq!(r.done(), ["commit"]);
+
+    // voted before the restart: a PreCommit goes on from there
+    let other = BranchId::new("b2").unwrap();
+    assert!(
+        p.restore(
+            tx.clone(),
+            other.clone(),
+            ThreePhaseState::Voted,
+            json!("yes")
+        )
+        .await
+    );
+    let pre = BranchCall {
+        tx: tx.clone(),
+        branch: other.clone(),
+        op: Op::PreCommit,
+        payload: Value::Null,
+    };
+    p.clone().oneshot(pre).await.unwrap();
+    assert_eq!(
+        p.state(&tx, &other).await,
+        Some(ThreePhaseState::PreCommitted)
+    );
+}

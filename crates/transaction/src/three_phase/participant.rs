@@ -25,10 +25,11 @@ pub const TIMEOUTS_TOTAL: &str = metric_name!("transaction", "three_phase_timeou
 /// calls it at each transition of a branch, one call at a time per branch.
 ///
 /// The state machine lives in the participant's memory. Make what each
-/// step does durable in your own store: after a restart the participant no
-/// longer knows the branches it had voted on. It should then ask the
-/// coordinator for their outcome (`Coordinator::decision`, or the admin
-/// router's decision route).
+/// step does durable in your own store. After a restart, seed the branches
+/// it had voted on or pre-committed with
+/// [`ThreePhaseParticipant::restore`] (their timers start afresh), or ask
+/// the coordinator for their outcome (`Coordinator::decision`, or the
+/// admin router's decision route).
 pub trait Resource: Send + Sync + 'static {
     /// CanCommit: the vote. `Ok` votes yes, and its value is the answer
     /// (logged as the branch's output). A terminal [`BranchError`] votes
@@ -282,6 +283,32 @@ impl<R: Resource> ThreePhaseParticipant<R> {
             c.labels = InstanceLabels::new(name.clone());
             c.name = name;
         })
+    }
+
+    /// Seeds the state machine with a branch this participant knew before
+    /// a restart, read back from your own durable store (what your
+    /// [`Resource`] steps wrote). `vote` is the yes vote's answer (repeated
+    /// to a repeated CanCommit). The timer of `state` starts afresh: a
+    /// `Voted` branch aborts on its own after the wait timeout and a
+    /// `PreCommitted` one commits after the commit timeout, unless the
+    /// coordinator's call comes first. A finished state is remembered as
+    /// usual. Returns `false`, changing nothing, if the branch is known
+    /// already.
+    pub async fn restore(
+        &self,
+        tx: TxId,
+        branch: BranchId,
+        state: ThreePhaseState,
+        vote: Value,
+    ) -> bool {
+        let key = (tx, branch);
+        let (_, mut e) = self.shared.entry(&key).await;
+        if e.state.is_some() {
+            return false;
+        }
+        e.vote = vote;
+        self.shared.enter(&key, &mut e, state);
+        true
     }
 
     /// Where branch `branch` of `tx` is, if it is known (voted, or
