@@ -1,6 +1,7 @@
 //! What the durable log holds: transactions, their branches, and the ids
 //! every branch call carries.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -389,6 +390,34 @@ impl TxRecord {
             .iter()
             .find(|b| &b.branch == branch && b.op == op)
     }
+
+    /// The request of the call `op` that follows `first` on `branch` (a
+    /// compensation, a confirm, a PreCommit...): the one logged, or else
+    /// `{"request": <first's request>, "output": <first's answer>}`, each
+    /// `null` when missing.
+    pub(crate) fn follow_up_request(&self, branch: &BranchId, op: Op, first: Op) -> Value {
+        if let Some(logged) = self.branch(branch, op) {
+            return logged.request.clone();
+        }
+        let first = self.branch(branch, first);
+        serde_json::json!({
+            "request": first.map_or(Value::Null, |a| a.request.clone()),
+            "output": first.and_then(|a| a.output.clone()).unwrap_or(Value::Null),
+        })
+    }
+}
+
+/// The answers of the succeeded calls in `records` whose op passes
+/// `forward`, by branch.
+pub(crate) fn outputs<'a>(
+    records: impl IntoIterator<Item = &'a BranchRecord>,
+    forward: impl Fn(Op) -> bool,
+) -> BTreeMap<BranchId, Value> {
+    records
+        .into_iter()
+        .filter(|b| forward(b.op) && b.state == BranchState::Succeeded)
+        .filter_map(|b| Some((b.branch.clone(), b.output.clone()?)))
+        .collect()
 }
 
 /// Milliseconds since the Unix epoch, now (the log's clock: wall time, so

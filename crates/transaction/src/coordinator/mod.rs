@@ -73,7 +73,7 @@ use rampart_retry::Rng;
 use serde_json::Value;
 use tracing::Instrument;
 
-use crate::model::{BranchId, Decision, Op, Protocol, TxId, TxRecord, TxState, now_ms};
+use crate::model::{BranchId, Decision, Op, Protocol, TxId, TxRecord, TxState, now_ms, outputs};
 use crate::participant::{Attempt, Participant};
 use crate::phased::{self, Definition};
 use crate::saga::{self, Saga};
@@ -113,12 +113,9 @@ impl TxOutcome {
             id: record.id.clone(),
             state: record.state,
             reason: record.reason.clone(),
-            outputs: record
-                .branches
-                .iter()
-                .filter(|b| matches!(b.op, Op::Action | Op::Try | Op::Prepare | Op::CanCommit))
-                .filter_map(|b| Some((b.branch.clone(), b.output.clone()?)))
-                .collect(),
+            outputs: outputs(&record.branches, |op| {
+                matches!(op, Op::Action | Op::Try | Op::Prepare | Op::CanCommit)
+            }),
         }
     }
 }

@@ -15,11 +15,10 @@
 //! outcome; going forward only splits it if a participant already aborted
 //! on its own, which its refused PreCommit reveals (then abort).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
@@ -28,8 +27,7 @@ use crate::coordinator::{
     BranchSpec, CallEnd, Halt, Inner, Pending, Published, TxLog, call_branch, deadline_of,
     next_done, park, read, shared,
 };
-use crate::model::{BranchId, BranchState, Decision, Op, TxRecord, TxState};
-use crate::saga::PlanRequest;
+use crate::model::{BranchState, Decision, Op, TxRecord, TxState, outputs};
 use crate::store::{TxUpdate, Write};
 
 /// Drives the TCC, 2PC or 3PC transaction in `record` (leased to this
@@ -188,24 +186,14 @@ impl Run<'_> {
     async fn first(&self, i: usize, def: &Definition) -> Result<End, Halt> {
         let branch = &self.plan.branches[i];
         let record = self.snapshot();
-        let request = match &branch.request {
-            PlanRequest::Input => record.input.clone(),
-            PlanRequest::Value { value } => value.clone(),
-            PlanRequest::Builder => {
-                let Some(build) = def.builder_of(&branch.id) else {
-                    return Ok(End::Failed(format!(
-                        "branch {}: its request builder is missing",
-                        branch.id
-                    )));
-                };
-                let outputs: BTreeMap<BranchId, Value> = record
-                    .branches
-                    .iter()
-                    .filter(|b| b.op == self.ops.first && b.state == BranchState::Succeeded)
-                    .filter_map(|b| Some((b.branch.clone(), b.output.clone()?)))
-                    .collect();
-                build(&record.input, &outputs)
-            }
+        let first = self.ops.first;
+        let outputs = || outputs(&record.branches, |op| op == first);
+        let build = || def.builder_of(&branch.id);
+        let Some(request) = branch.request.resolve(&record.input, build, outputs) else {
+            return Ok(End::Failed(format!(
+                "branch {}: its request builder is missing",
+                branch.id
+            )));
         };
         self.call(
             i,
@@ -299,16 +287,7 @@ impl Run<'_> {
     async fn follow_up(&self, i: usize, op: Op, participant: &str) -> Result<End, Halt> {
         let branch = &self.plan.branches[i];
         let record = self.snapshot();
-        let request = match record.branch(&branch.id, op) {
-            Some(logged) => logged.request.clone(),
-            None => {
-                let first = record.branch(&branch.id, self.ops.first);
-                json!({
-                    "request": first.map_or(Value::Null, |a| a.request.clone()),
-                    "output": first.and_then(|a| a.output.clone()).unwrap_or(Value::Null),
-                })
-            }
-        };
+        let request = record.follow_up_request(&branch.id, op, self.ops.first);
         self.call(i, op, participant, request, None).await
     }
 

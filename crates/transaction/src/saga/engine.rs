@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
@@ -26,7 +26,9 @@ use crate::coordinator::{
     BranchSpec, CallEnd, Halt, Inner, Links, Pending, Published, TxLog, call_branch, call_linked,
     deadline_of, next_done, park, read, shared,
 };
-use crate::model::{BranchId, BranchRecord, BranchState, Decision, Op, TxRecord, TxState, now_ms};
+use crate::model::{
+    BranchId, BranchRecord, BranchState, Decision, Op, TxRecord, TxState, now_ms, outputs,
+};
 use crate::saga::Saga;
 use crate::store::{TxUpdate, Write};
 
@@ -294,26 +296,16 @@ impl Run<'_> {
         done: Option<&BranchRecord>,
     ) -> Result<Value, String> {
         let step = &self.plan.steps[i];
-        Ok(match &step.request {
-            PlanRequest::Input => record.input.clone(),
-            PlanRequest::Value { value } => value.clone(),
-            PlanRequest::Builder => {
-                let Some(build) = self.saga.as_ref().and_then(|s| s.builder_of(&step.id)) else {
-                    return Err(format!(
-                        "step {}: its request builder is not registered (saga {:?} unknown to this coordinator)",
-                        step.id, self.plan.saga
-                    ));
-                };
-                let outputs: BTreeMap<BranchId, Value> = record
-                    .branches
-                    .iter()
-                    .chain(done)
-                    .filter(|b| b.op == Op::Action && b.state == BranchState::Succeeded)
-                    .filter_map(|b| Some((b.branch.clone(), b.output.clone()?)))
-                    .collect();
-                build(&record.input, &outputs)
-            }
-        })
+        let build = || self.saga.as_ref().and_then(|s| s.builder_of(&step.id));
+        let outputs = || outputs(record.branches.iter().chain(done), |op| op == Op::Action);
+        step.request
+            .resolve(&record.input, build, outputs)
+            .ok_or_else(|| {
+                format!(
+                    "step {}: its request builder is not registered (saga {:?} unknown to this coordinator)",
+                    step.id, self.plan.saga
+                )
+            })
     }
 
     /// What to log with step `i`'s success `done` (called under the log's
@@ -513,16 +505,7 @@ impl Run<'_> {
             return Ok(StepEnd::Done);
         };
         let record = self.snapshot().await;
-        let request = match record.branch(&step.id, Op::Compensate) {
-            Some(logged) => logged.request.clone(),
-            None => {
-                let action = record.branch(&step.id, Op::Action);
-                json!({
-                    "request": action.map_or(Value::Null, |a| a.request.clone()),
-                    "output": action.and_then(|a| a.output.clone()).unwrap_or(Value::Null),
-                })
-            }
-        };
+        let request = record.follow_up_request(&step.id, Op::Compensate, Op::Action);
         let spec = BranchSpec {
             branch: &step.id,
             op: Op::Compensate,

@@ -502,6 +502,25 @@ pub(crate) enum PlanRequest {
     Builder,
 }
 
+impl PlanRequest {
+    /// The request this source gives: the input, the logged value, or
+    /// the builder `build()` finds, called with the input and `outputs()`
+    /// (both looked up only for a builder). `None` when a builder is
+    /// needed and there is none.
+    pub(crate) fn resolve(
+        &self,
+        input: &Value,
+        build: impl FnOnce() -> Option<Arc<RequestFn>>,
+        outputs: impl FnOnce() -> BTreeMap<BranchId, Value>,
+    ) -> Option<Value> {
+        Some(match self {
+            Self::Input => input.clone(),
+            Self::Value { value } => value.clone(),
+            Self::Builder => build()?(input, &outputs()),
+        })
+    }
+}
+
 /// The dependency DAG by index: `deps[i]` are the steps `i` comes after.
 #[derive(Debug, Clone)]
 pub(crate) struct Graph {
